@@ -1,0 +1,71 @@
+"""The ``ssfl-recon`` command: one entry point, one subcommand per job.
+
+Each subcommand lives in its own module under ``scripts/`` with two functions:
+``add_arguments(parser)`` (every option with a help text) and ``run(args) -> int``. Modules are imported only when
+their subcommand runs, so ``ssfl-recon --help`` stays fast and does not import TensorFlow.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+# subcommand -> (module under scripts/, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ssfl-recon",
+        description="Self-supervised feature learning and reconstruction of undersampled cardiac cine MRI.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def _command_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
+    module_name, help_text = COMMANDS[name]
+    module = importlib.import_module(f"scripts.{module_name}")
+    parser = argparse.ArgumentParser(prog=f"ssfl-recon {name}", description=help_text)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    module.add_arguments(parser)
+    return parser, module
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = build_parser()
+    # Split at the first non-option word: that is the subcommand, the rest belongs to it.
+    command_index = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if command_index is None:
+        top.parse_args(argv)
+        top.print_help()
+        return 0 if any(a in ("-h", "--help") for a in argv) else 2
+    name = argv[command_index]
+    if name not in COMMANDS:
+        top.error(f"unknown command {name!r}; choose from {', '.join(COMMANDS)}")
+    top_args = top.parse_args(argv[:command_index])
+    parser, module = _command_parser(name)
+    args = parser.parse_args(argv[command_index + 1:])
+    logging.basicConfig(
+        level=logging.DEBUG if (args.verbose or top_args.verbose) else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(module.run(args) or 0)
+    except (ValueError, FileNotFoundError) as err:
+        # Bad input: one clear line, no traceback.
+        print(f"ssfl-recon {name}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

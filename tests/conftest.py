@@ -1,0 +1,32 @@
+"""Shared test helpers: where the golden fixtures are, and small loaders."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FIXTURES_DIR = Path(os.environ.get("SSFL_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
+
+
+def fixtures_dir() -> Path:
+    if not (FIXTURES_DIR / "golden").is_dir():
+        pytest.fail(
+            f"golden fixtures not found at {FIXTURES_DIR} (set SSFL_FIXTURES to the shared/fixtures folder)",
+            pytrace=False,
+        )
+    return FIXTURES_DIR
+
+
+@pytest.fixture(scope="session")
+def fixtures() -> Path:
+    return fixtures_dir()
+
+
+def load_golden(name: str) -> dict[str, np.ndarray]:
+    with np.load(fixtures_dir() / "golden" / name, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
