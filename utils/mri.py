@@ -141,7 +141,7 @@ def apply_mask(kspace: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
 
 def forward(image: tf.Tensor, mask: tf.Tensor, coil_maps: tf.Tensor) -> tf.Tensor:
     """Multi-coil forward operator ``A x = mask * fft2c(coil_maps * x)``: (B,T,X,Y,1) -> (B,T,X,Y,C)."""
-    return apply_mask(fft2c(coil_maps * image), mask)
+    return apply_mask(fft2c(image * coil_maps), mask)
 
 
 def adjoint(kspace: tf.Tensor, mask: tf.Tensor, coil_maps: tf.Tensor) -> tf.Tensor:

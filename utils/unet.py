@@ -1,0 +1,207 @@
+"""One complex 2D+t UNet, configured for every use in the project.
+
+The feature encoder/decoder of stage 1 and the feature-assisted UNet of stage 2 are the same network: stage 1 uses
+:meth:`ComplexUNet2Dt.encode` for its features and :meth:`ComplexUNet2Dt.decode` for the residual update; stage 2
+sets ``feature_channels`` so an external feature is concatenated to the encoder output at the bottleneck.
+
+Layer order (and the operator indices used by the checkpoint importer) per encoder level, with
+``layers_per_level = L``: for each of the L layers ``[conv(kernel_2d), norm, ModReLU, conv(kernel_t), norm,
+ModReLU]``, then magnitude max-pooling. The bottleneck has the same conv blocks with ``filters * 2**levels``
+channels followed by an up-convolution (transposed (1,1,1) conv, stride ``pool_size``, ModReLU). Decoder levels
+(deepest first) concatenate ``[upsampled, skip]`` and apply ``[conv(kernel_t), norm, ModReLU, conv(kernel_2d),
+norm, ModReLU]`` blocks, then an up-convolution except on the last level; a (1,1,1) conv gives the output.
+Inputs are zero-padded on (t, x, y) to a multiple of ``pool_size ** num_levels`` (leading side gets floor(pad/2))
+and the output is cropped back, with shapes computed in-graph so any T, X, Y works in graph mode.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+import tensorflow as tf
+
+from utils.complex_layers import (
+    PACKAGE,
+    ComplexConv3D,
+    ComplexConv3DTranspose,
+    ComplexInstanceNorm,
+    MagnitudeMaxPool3D,
+    ModReLU,
+    crop_padding,
+    pad_to_multiple,
+)
+
+
+class _Stage(keras.layers.Layer):
+    """A list of layers applied in order (kept as a list so weight paths carry the original op indices)."""
+
+    def __init__(self, ops: list[keras.layers.Layer], **kwargs):
+        super().__init__(**kwargs)
+        self.ops = ops
+
+    def call(self, x):
+        for op in self.ops:
+            x = op(x)
+        return x
+
+
+def _conv_block(filters: int, kernel_size) -> list[keras.layers.Layer]:
+    return [ComplexConv3D(filters, kernel_size), ComplexInstanceNorm(), ModReLU()]
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ComplexUNet2Dt(keras.layers.Layer):
+    """Complex 2D+t UNet with separable (1,k,k) spatial and (k,1,1) temporal convolutions.
+
+    Args:
+        filters: channels of the first level (doubled per level).
+        num_levels: number of down-sampling levels.
+        layers_per_level: conv blocks (spatial + temporal) per level.
+        kernel_size_2d: spatial kernel, e.g. (1, 5, 5).
+        kernel_size_t: temporal kernel, e.g. (3, 1, 1).
+        pool_size: down/up-sampling factors (t, x, y).
+        output_channels: channels of the output convolution.
+        feature_channels: channels of an external feature concatenated at the bottleneck (0: none).
+        **kwargs: passed to ``keras.layers.Layer``.
+
+    Call: ``unet(x)`` or ``unet(x, feature)`` with x complex (B,T,X,Y,C) and feature complex
+    (B, T', X', Y', feature_channels) at the bottleneck resolution; returns complex (B,T,X,Y,output_channels).
+    """
+
+    def __init__(self, filters: int = 12, num_levels: int = 2, layers_per_level: int = 1,
+                 kernel_size_2d: Sequence[int] = (1, 5, 5), kernel_size_t: Sequence[int] = (3, 1, 1),
+                 pool_size: Sequence[int] = (2, 2, 2), output_channels: int = 1, feature_channels: int = 0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if num_levels < 1 or layers_per_level < 1 or filters < 1:
+            raise ValueError(
+                f"filters, num_levels, layers_per_level must be >= 1, received {filters}, {num_levels}, "
+                f"{layers_per_level}"
+            )
+        self.filters = int(filters)
+        self.num_levels = int(num_levels)
+        self.layers_per_level = int(layers_per_level)
+        self.kernel_size_2d = tuple(int(k) for k in kernel_size_2d)
+        self.kernel_size_t = tuple(int(k) for k in kernel_size_t)
+        self.pool_size = tuple(int(p) for p in pool_size)
+        self.output_channels = int(output_channels)
+        self.feature_channels = int(feature_channels)
+        self.pad_factors = tuple(p ** self.num_levels for p in self.pool_size)
+
+        self.encoder = []
+        for level in range(self.num_levels):
+            ops = []
+            for _ in range(self.layers_per_level):
+                ops += _conv_block(self.filters * 2 ** level, self.kernel_size_2d)
+                ops += _conv_block(self.filters * 2 ** level, self.kernel_size_t)
+            ops.append(MagnitudeMaxPool3D(self.pool_size))
+            self.encoder.append(_Stage(ops, name=f"encoder_{level}"))
+
+        ops = []
+        for _ in range(self.layers_per_level):
+            ops += _conv_block(self.filters * 2 ** self.num_levels, self.kernel_size_2d)
+            ops += _conv_block(self.filters * 2 ** self.num_levels, self.kernel_size_t)
+        ops.append(self._up(self.filters * 2 ** (self.num_levels - 1)))
+        self.bottleneck = _Stage(ops, name="bottleneck")
+
+        self.decoder = []
+        for level in range(self.num_levels - 1, -1, -1):
+            ops = []
+            for _ in range(self.layers_per_level):
+                ops += _conv_block(self.filters * 2 ** level, self.kernel_size_t)
+                ops += _conv_block(self.filters * 2 ** level, self.kernel_size_2d)
+            if level > 0:
+                ops.append(self._up(self.filters * 2 ** (level - 1)))
+            self.decoder.append(_Stage(ops, name=f"decoder_{self.num_levels - 1 - level}"))
+        self.out_layer = ComplexConv3D(self.output_channels, (1, 1, 1), name="out_layer")
+
+    def _up(self, filters: int) -> ComplexConv3DTranspose:
+        return ComplexConv3DTranspose(filters, (1, 1, 1), strides=self.pool_size, activation="modrelu")
+
+    @property
+    def bottleneck_channels(self) -> int:
+        """Channels of the encoder output (the feature passed between the stages)."""
+        return self.filters * 2 ** (self.num_levels - 1)
+
+    def encode(self, x: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]:
+        """Pads ``x`` and runs the encoder. Returns (bottleneck input, skip tensors, paddings)."""
+        x, paddings = pad_to_multiple(x, self.pad_factors)
+        skips = []
+        for stage in self.encoder:
+            for op in stage.ops[:-1]:
+                x = op(x)
+            skips.append(x)
+            x = stage.ops[-1](x)
+        return x, skips, paddings
+
+    def decode(self, encoded: tf.Tensor, skips: list[tf.Tensor], paddings: tf.Tensor,
+               feature: tf.Tensor | None = None) -> tf.Tensor:
+        """Bottleneck (with the optional external feature), decoder, output conv, crop."""
+        x = encoded
+        if self.feature_channels:
+            if feature is None:
+                raise ValueError(f"{self.name}: this UNet expects a bottleneck feature with "
+                                 f"{self.feature_channels} channels, received none")
+            x = tf.concat([x, feature], axis=-1)
+        elif feature is not None:
+            raise ValueError(f"{self.name}: feature_channels=0 but a feature was passed")
+        x = self.bottleneck(x)
+        for stage, skip in zip(self.decoder, reversed(skips)):
+            x = stage(tf.concat([x, skip], axis=-1))
+        return crop_padding(self.out_layer(x), paddings)
+
+    def call(self, x, feature=None):
+        encoded, skips, paddings = self.encode(x)
+        return self.decode(encoded, skips, paddings, feature)
+
+    def build(self, input_shape):
+        # Build by tracing on a zero input of a padded size; weights depend only on channel counts.
+        if not self.built:
+            b = 1
+            spatial = [f for f in self.pad_factors]
+            x = tf.zeros([b, *spatial, int(input_shape[-1])], tf.complex64)
+            feature = None
+            if self.feature_channels:
+                feature = tf.zeros([b, 1, 1, 1, self.feature_channels], tf.complex64)
+            encoded, skips, paddings = self.encode(x)
+            self.decode(encoded, skips, paddings, feature)
+
+    def get_config(self):
+        return {
+            **super().get_config(), "filters": self.filters, "num_levels": self.num_levels,
+            "layers_per_level": self.layers_per_level, "kernel_size_2d": self.kernel_size_2d,
+            "kernel_size_t": self.kernel_size_t, "pool_size": self.pool_size,
+            "output_channels": self.output_channels, "feature_channels": self.feature_channels,
+        }
+
+    def original_variables(self) -> dict[str, keras.Variable]:
+        """Variables keyed by their path in the original merlintf UNet (e.g. ``encoder/0/3/kernel``).
+
+        Keys: ``encoder/{level}/{op}/…``, ``bottleneck/{op}/…``, ``decoder/{j}/{op}/…`` (j = 0 deepest),
+        ``out_layer/…``; ``{op}/activation/bias`` for the ModReLU of an up-convolution.
+        """
+        out: dict[str, keras.Variable] = {}
+
+        def add(prefix: str, layer: keras.layers.Layer):
+            if isinstance(layer, ComplexConv3DTranspose):
+                out[f"{prefix}/kernel"] = layer.kernel
+                out[f"{prefix}/bias"] = layer.bias
+                if layer.activation is not None:
+                    out[f"{prefix}/activation/bias"] = layer.activation.bias
+            elif isinstance(layer, ComplexConv3D):
+                out[f"{prefix}/kernel"] = layer.kernel
+                if layer.use_bias:
+                    out[f"{prefix}/bias"] = layer.bias
+            elif isinstance(layer, ModReLU):
+                out[f"{prefix}/bias"] = layer.bias
+
+        for level, stage in enumerate(self.encoder):
+            for i, op in enumerate(stage.ops):
+                add(f"encoder/{level}/{i}", op)
+        for i, op in enumerate(self.bottleneck.ops):
+            add(f"bottleneck/{i}", op)
+        for j, stage in enumerate(self.decoder):
+            for i, op in enumerate(stage.ops):
+                add(f"decoder/{j}/{i}", op)
+        add("out_layer", self.out_layer)
+        return out
