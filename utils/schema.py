@@ -1,0 +1,166 @@
+"""The config schema: one dataclass per section; YAML files in ``configs/`` fill them (see utils/config.py).
+
+Every key is documented here and in the README ("Config keys"). Unknown keys are errors listing the valid ones.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from utils.config import ConfigError
+
+DATA_SOURCES = ("synthetic", "original", "h5")
+FEATURE_METHODS = ("vicreg", "contrastive")
+
+
+@dataclass
+class DataConfig:
+    """Where examples come from and how they are re-undersampled.
+
+    source: ``synthetic`` (built-in phantom, generated into ``root`` on first use), ``original`` (the authors'
+        preprocessed layout: ``norm_img_*.npy``, ``cc_smap_15_*.npy``, ``mask_GRAPPA_*.txt`` + CSVs) or ``h5``
+        (our HDF5 layout).
+    root: data folder.
+    train_csv / val_csv / test_csv: split files inside ``root`` (CSV with ``filename,nFE,nPE,COIL_DIM,TIME_DIM,
+        SLICE_DIM``); for ``synthetic`` they are written by the generator.
+    size: synthetic size [T, X, Y, C].
+    subjects: synthetic subjects (split 60/20/20 into train/val/test).
+    seed: data seed (phantoms, masks, shuffling).
+    snr_db: synthetic noise level.
+    mask_kind: re-undersampling mask generator (``vista``, ``vd-random``, ``gaussian``, ``equispaced``).
+    initial_acc: acceleration of the initial (acquired) equispaced mask; 1 = fully sampled acquisition.
+    min_r / max_r: acceleration range of the re-undersampling masks in feature learning.
+    start_r: acceleration of the base mask in the reconstruction stage (the "acquired" data).
+    train_r: [low, high] acceleration range of the two re-undersampling masks in the reconstruction stage.
+    val_r: acceleration used for validation.
+    mask_seeds: number of distinct mask seeds per acceleration (1..mask_seeds).
+    contrastive_rule: ``diff`` (|R1 - R3| >= contrastive_min_gap) or ``random`` for the negative view's mask.
+    contrastive_min_gap: gap of the ``diff`` rule.
+    shuffle_buffer: tf.data shuffle buffer (examples).
+    num_parallel_calls: parallel map workers (-1 = AUTOTUNE).
+    mask_cache: folder for generated VISTA masks (empty = default cache).
+    dummy: ``true`` feeds random tensors of ``size`` instead of data (like the original dummy loaders).
+    """
+
+    source: str = "synthetic"
+    root: str = "data/synthetic"
+    train_csv: str = "train.csv"
+    val_csv: str = "val.csv"
+    test_csv: str = "test.csv"
+    size: list[int] = field(default_factory=lambda: [12, 96, 72, 8])
+    subjects: int = 10
+    seed: int = 0
+    snr_db: float = 30.0
+    mask_kind: str = "vista"
+    initial_acc: float = 1.0
+    min_r: float = 2.0
+    max_r: float = 12.0
+    start_r: float = 4.0
+    train_r: list[float] = field(default_factory=lambda: [2.0, 4.0])
+    val_r: float = 8.0
+    mask_seeds: int = 20
+    contrastive_rule: str = "diff"
+    contrastive_min_gap: float = 5.0
+    shuffle_buffer: int = 64
+    num_parallel_calls: int = -1
+    mask_cache: str = ""
+    dummy: bool = False
+
+    def validate(self) -> None:
+        if self.source not in DATA_SOURCES:
+            raise ConfigError(f"data.source: expected one of {list(DATA_SOURCES)}, got {self.source!r}")
+        if len(self.size) != 4 or min(self.size) < 1:
+            raise ConfigError(f"data.size: expected [T, X, Y, C] of positive ints, got {self.size}")
+        if not 1.0 <= self.min_r <= self.max_r:
+            raise ConfigError(f"data.min_r/max_r: expected 1 <= min_r <= max_r, got {self.min_r}, {self.max_r}")
+        if len(self.train_r) != 2 or not 1.0 <= self.train_r[0] <= self.train_r[1]:
+            raise ConfigError(f"data.train_r: expected [low, high] with 1 <= low <= high, got {self.train_r}")
+        if self.contrastive_rule not in ("diff", "random"):
+            raise ConfigError(f"data.contrastive_rule: expected 'diff' or 'random', got {self.contrastive_rule!r}")
+        if self.mask_seeds < 2:
+            raise ConfigError(f"data.mask_seeds: need at least 2 seeds so two views differ, got {self.mask_seeds}")
+
+
+@dataclass
+class ModelConfig:
+    """Network shape (defaults = the paper's FE-Net and SSFL-Recon UNets).
+
+    num_iter: unrolled iterations. filters, num_levels, layers_per_level, kernel_size_2d, kernel_size_t,
+    pool_size: the complex 2D+t UNet. feature_method: ``vicreg`` | ``contrastive``. feature_loss: ``original`` |
+    ``standard`` (stage 1). recon_loss: ``original`` | ``normalized`` (stage 2). projector_units: MLP width.
+    """
+
+    num_iter: int = 2
+    filters: int = 12
+    num_levels: int = 2
+    layers_per_level: int = 1
+    kernel_size_2d: list[int] = field(default_factory=lambda: [1, 5, 5])
+    kernel_size_t: list[int] = field(default_factory=lambda: [3, 1, 1])
+    pool_size: list[int] = field(default_factory=lambda: [2, 2, 2])
+    feature_method: str = "vicreg"
+    feature_loss: str = "original"
+    recon_loss: str = "original"
+    projector_units: int = 64
+
+    def validate(self) -> None:
+        if self.feature_method not in FEATURE_METHODS:
+            raise ConfigError(f"model.feature_method: expected one of {list(FEATURE_METHODS)}, "
+                              f"got {self.feature_method!r}")
+        if self.feature_loss not in ("original", "standard"):
+            raise ConfigError(f"model.feature_loss: expected 'original' or 'standard', got {self.feature_loss!r}")
+        if self.recon_loss not in ("original", "normalized"):
+            raise ConfigError(f"model.recon_loss: expected 'original' or 'normalized', got {self.recon_loss!r}")
+        if self.num_iter < 1:
+            raise ConfigError(f"model.num_iter: expected >= 1, got {self.num_iter}")
+
+    def unet_kwargs(self) -> dict:
+        return dict(filters=self.filters, num_levels=self.num_levels, layers_per_level=self.layers_per_level,
+                    kernel_size_2d=tuple(self.kernel_size_2d), kernel_size_t=tuple(self.kernel_size_t),
+                    pool_size=tuple(self.pool_size))
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and run bookkeeping.
+
+    epochs: training epochs. steps_per_epoch: optimizer steps per epoch (0 = one pass over the training split).
+    val_steps: validation examples per epoch (0 = none). learning_rate: Adam step (4e-4 as the original).
+    batch_size: examples per step (1 for the feature models: their MLP treats time frames as the batch).
+    seed: weights/shuffling seed. run_dir: output folder (``runs/<name>``). jit_compile: XLA-compile the step.
+    pretrained_fe: stage-2 only: FE weights (our ``.weights.h5``, a stage-1 run folder, or an original TF
+    checkpoint prefix such as ``weights001.tf``); empty = random FE (warned). distribute: ``none`` |
+    ``mirrored`` | ``multi_worker``.
+    """
+
+    epochs: int = 200
+    steps_per_epoch: int = 0
+    val_steps: int = 0
+    learning_rate: float = 4e-4
+    batch_size: int = 1
+    seed: int = 0
+    run_dir: str = "runs/run"
+    jit_compile: bool = False
+    pretrained_fe: str = ""
+    distribute: str = "none"
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"train.epochs: expected >= 1, got {self.epochs}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"train.learning_rate: expected > 0, got {self.learning_rate}")
+        if self.distribute not in ("none", "mirrored", "multi_worker"):
+            raise ConfigError(f"train.distribute: expected none|mirrored|multi_worker, got {self.distribute!r}")
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole run: ``stage`` is ``features`` (stage 1) or ``recon`` (stage 2)."""
+
+    stage: str = "features"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        if self.stage not in ("features", "recon"):
+            raise ConfigError(f"stage: expected 'features' or 'recon', got {self.stage!r}")
