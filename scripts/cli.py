@@ -14,7 +14,14 @@ from typing import Sequence
 
 # subcommand -> (module under scripts/, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-
+    "make-data": ("make_data", "generate the built-in synthetic multi-coil cardiac cine data set"),
+    "make-masks": ("make_masks", "generate k-t sampling masks (VISTA, equispaced, variable-density random, "
+                                 "Gaussian) in the original text format"),
+    "train-features": ("train_features", "stage 1: self-supervised feature learning (VICReg / contrastive)"),
+    "train-recon": ("train_recon", "stage 2: feature-assisted self-supervised reconstruction (SSFL-Recon)"),
+    "import-original": ("import_original", "convert an original SSFL-Recon TF checkpoint to Keras weights"),
+    "features": ("features", "compute FE-Net features of one case"),
+    "reconstruct": ("reconstruct", "reconstruct one case with a trained SSFL-Recon model"),
 }
 
 

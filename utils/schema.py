@@ -128,8 +128,7 @@ class TrainConfig:
     batch_size: examples per step (1 for the feature models: their MLP treats time frames as the batch).
     seed: weights/shuffling seed. run_dir: output folder (``runs/<name>``). jit_compile: XLA-compile the step.
     pretrained_fe: stage-2 only: FE weights (our ``.weights.h5``, a stage-1 run folder, or an original TF
-    checkpoint prefix such as ``weights001.tf``); empty = random FE (warned). distribute: ``none`` |
-    ``mirrored`` | ``multi_worker``.
+    checkpoint prefix such as ``weights001.tf``); empty = random FE (warned).
     """
 
     epochs: int = 200
@@ -141,15 +140,12 @@ class TrainConfig:
     run_dir: str = "runs/run"
     jit_compile: bool = False
     pretrained_fe: str = ""
-    distribute: str = "none"
 
     def validate(self) -> None:
         if self.epochs < 1:
             raise ConfigError(f"train.epochs: expected >= 1, got {self.epochs}")
         if self.learning_rate <= 0:
             raise ConfigError(f"train.learning_rate: expected > 0, got {self.learning_rate}")
-        if self.distribute not in ("none", "mirrored", "multi_worker"):
-            raise ConfigError(f"train.distribute: expected none|mirrored|multi_worker, got {self.distribute!r}")
 
 
 @dataclass

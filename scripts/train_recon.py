@@ -1,0 +1,29 @@
+"""``ssfl-recon train-recon``: stage-2 feature-assisted self-supervised reconstruction."""
+from __future__ import annotations
+
+import argparse
+import logging
+
+from scripts._common import add_config_arguments, config_from_args
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--resume", metavar="RUN_DIR", default=None,
+                        help="continue a run from its last checkpoint (weights, optimizer state, epoch)")
+    parser.add_argument("--pretrained-fe", default=None, metavar="PATH",
+                        help="FE weights (stage-1 run folder, .weights.h5, or original TF checkpoint such as "
+                             "weights001.tf); overrides train.pretrained_fe")
+
+
+def run(args: argparse.Namespace) -> int:
+    from reconstruction.train import train_recon
+
+    cfg = config_from_args(args)
+    if args.pretrained_fe is not None:
+        cfg.train.pretrained_fe = args.pretrained_fe
+    run_dir = train_recon(cfg, resume=args.resume)
+    log.info("SSFL-Recon weights: %s", run_dir / "model.weights.h5")
+    return 0
