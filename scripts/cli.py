@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import-original": ("import_original", "convert an original SSFL-Recon TF checkpoint to Keras weights"),
     "features": ("features", "compute FE-Net features of one case"),
     "reconstruct": ("reconstruct", "reconstruct one case with a trained SSFL-Recon model"),
+    "demo": ("demo", "the main job: synthetic data, stage 1, stage 2, evaluation and report"),
 }
 
 
