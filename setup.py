@@ -30,6 +30,8 @@ setup(
         "scikit-image",
         "matplotlib",
         "pyyaml",
+        # TensorBoard logs of every run; TF >= 2.20 no longer installs it.
+        "tensorboard",
     ],
     extras_require={"test": ["pytest"]},
     entry_points={"console_scripts": ["ssfl-recon=scripts.cli:main"]},

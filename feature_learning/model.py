@@ -193,7 +193,9 @@ class FeatureNet(keras.Model):
             loss = self.compute_feature_loss(data, training=True)
             scaled = self.optimizer.scale_loss(loss) if hasattr(self.optimizer, "scale_loss") else loss
         grads = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        # In train mode the last iteration's decoder, tau and DC are not used (as in the original): no gradient.
+        self.optimizer.apply_gradients(
+            [(g, v) for g, v in zip(grads, self.trainable_variables) if g is not None])
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}
 

@@ -1,0 +1,167 @@
+"""Training loops on tiny data: graph-mode steps, checkpoint/resume, frozen FE, pretrained FE loading errors."""
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import fixtures_dir
+from feature_learning.model import FeatureNet
+from reconstruction.model import SSFLRecon
+from reconstruction.pretrained import load_feature_weights
+from utils import mri
+from utils.training import NonFiniteLossError, fit, load_checkpoint, save_weights_atomic
+
+T, X, Y, C = 8, 16, 12, 2  # T=8 pools to 2 frames: VICReg needs >= 2 rows
+SMALL_UNET = dict(filters=4)
+
+
+def _view(rng, image, maps):
+    mask = (rng.random((1, T, 1, Y, 1)) < 0.5).astype(np.float32)
+    mask[:, :, :, Y // 2] = 1.0
+    y = mri.forward_np(image, mask, maps).astype(np.complex64)
+    x = mri.adjoint_np(y, mask, maps).astype(np.complex64)
+    return {"x": x, "y": y, "mask": mask}
+
+
+def _subject(rng):
+    image = (rng.standard_normal((1, T, X, Y, 1)) + 1j * rng.standard_normal((1, T, X, Y, 1))).astype(np.complex64)
+    maps = rng.standard_normal((1, 1, X, Y, C)) + 1j * rng.standard_normal((1, 1, X, Y, C))
+    maps = (maps / np.sqrt(np.sum(np.abs(maps) ** 2, axis=-1, keepdims=True))).astype(np.complex64)
+    return image, maps
+
+
+def feature_data(n: int, seed: int = 0) -> tf.data.Dataset:
+    rng = np.random.default_rng(seed)
+    examples = []
+    for _ in range(n):
+        image, maps = _subject(rng)
+        examples.append({"views": tuple({**_view(rng, image, maps), "coil_maps": maps} for _ in range(2))})
+    return tf.data.Dataset.from_tensor_slices(
+        tf.nest.map_structure(lambda *a: np.stack(a), *examples)).map(lambda e: e)
+
+
+def recon_data(n: int, seed: int = 0) -> tf.data.Dataset:
+    rng = np.random.default_rng(seed)
+    examples = []
+    for _ in range(n):
+        image, maps = _subject(rng)
+        examples.append({"view1": _view(rng, image, maps), "view2": _view(rng, image, maps), "coil_maps": maps})
+    return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(lambda *a: np.stack(a), *examples))
+
+
+def new_feature_model(seed: int = 0) -> FeatureNet:
+    keras.utils.set_random_seed(seed)
+    model = FeatureNet(2, "vicreg", unet=SMALL_UNET)
+    model.build_all()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def test_feature_model_two_steps_in_graph_mode(tmp_path):
+    model = new_feature_model()
+    before = [np.array(v) for v in model.trainable_variables]
+    history = fit(model, feature_data(2), epochs=1, steps_per_epoch=2, run_dir=tmp_path, verbose=0)
+    assert not model.run_eagerly
+    assert np.isfinite(history.history["loss"][-1])
+    unchanged = {v.path for b, v in zip(before, model.trainable_variables) if np.array_equal(b, np.array(v))}
+    # Train mode skips the last iteration's decoder, tau and DC (as the original): exactly those stay put.
+    last_decode = {v.path for v in model.trainable_variables
+                   if v.path.startswith(("unet_1/bottleneck", "unet_1/decoder", "unet_1/out_layer", "tau_1", "dc_1"))}
+    assert unchanged == last_decode
+    assert int(model.optimizer.iterations.numpy()) == 2
+    for name in ("model.weights.h5", "loss.csv", "loss.png", "config.yaml"):
+        if name != "config.yaml":
+            assert (tmp_path / name).is_file(), name
+    assert json.loads((tmp_path / "checkpoints" / "state.json").read_text())["epoch"] == 1
+
+
+def test_resume_continues_weights_and_optimizer_exactly(tmp_path):
+    data = feature_data(2)
+    straight = new_feature_model()
+    fit(straight, data, epochs=2, steps_per_epoch=2, run_dir=tmp_path / "straight", verbose=0)
+
+    first = new_feature_model()
+    fit(first, data, epochs=1, steps_per_epoch=2, run_dir=tmp_path / "split", verbose=0)
+    resumed = new_feature_model(seed=99)  # different init: everything must come from the checkpoint
+    epoch = load_checkpoint(tmp_path / "split", resumed)
+    assert epoch == 1
+    assert int(resumed.optimizer.iterations.numpy()) == 2
+    fit(resumed, data, epochs=2, steps_per_epoch=2, run_dir=tmp_path / "split", initial_epoch=epoch, verbose=0)
+    assert int(resumed.optimizer.iterations.numpy()) == 4
+    for a, b in zip(straight.weights, resumed.weights):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-5, atol=1e-6, err_msg=a.path)
+    rows = (tmp_path / "split" / "loss.csv").read_text().strip().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
+
+
+def test_resume_without_checkpoint_names_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_checkpoint(tmp_path, new_feature_model())
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    model = new_feature_model()
+    fit(model, feature_data(2), epochs=1, steps_per_epoch=2, run_dir=tmp_path, verbose=0)
+    good = (tmp_path / "checkpoints" / "last.weights.h5").read_bytes()
+    bad = feature_data(2).map(lambda e: tf.nest.map_structure(
+        lambda t: t * tf.cast(np.nan, t.dtype) if t.dtype.is_complex else t, e))
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+        fit(model, bad, epochs=2, steps_per_epoch=2, run_dir=tmp_path, initial_epoch=1, verbose=0)
+    assert (tmp_path / "checkpoints" / "last.weights.h5").read_bytes() == good
+    assert json.loads((tmp_path / "checkpoints" / "state.json").read_text())["epoch"] == 1
+
+
+def _recon_model(tmp_path, fe_source=None):
+    keras.utils.set_random_seed(1)
+    model = SSFLRecon(2, "vicreg", unet=SMALL_UNET)
+    model.build_all()
+    if fe_source:
+        load_feature_weights(model.feature_extractor, fe_source)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    return model
+
+
+def test_ssfl_two_steps_train_only_non_fe_weights(tmp_path):
+    fe = new_feature_model(seed=5)
+    fit(fe, feature_data(1), epochs=1, steps_per_epoch=1, run_dir=tmp_path / "fe", verbose=0)
+    model = _recon_model(tmp_path, str(tmp_path / "fe"))
+    fe_before = [np.array(v) for v in model.feature_extractor.weights]
+    np.testing.assert_array_equal(fe_before[0], np.array(fe.weights[0]))
+    trainable_before = [np.array(v) for v in model.trainable_variables]
+    history = fit(model, recon_data(2), epochs=1, steps_per_epoch=2, run_dir=tmp_path / "recon", verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+    assert not any(v.trainable for v in model.feature_extractor.weights if "moving" not in v.path) or \
+        len(model.feature_extractor.trainable_variables) == 0
+    for before, var in zip(fe_before, model.feature_extractor.weights):
+        np.testing.assert_array_equal(before, np.array(var), err_msg=f"FE weight {var.path} changed")
+    changed = [not np.array_equal(b, np.array(v)) for b, v in zip(trainable_before, model.trainable_variables)]
+    assert sum(changed) > 0.9 * len(changed)
+
+
+def test_pretrained_fe_errors(tmp_path):
+    fe = FeatureNet(2, "vicreg", unet=SMALL_UNET)
+    fe.build_all()
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_feature_weights(fe, str(tmp_path / "missing_run"))
+    other = FeatureNet(2, "vicreg", unet=dict(filters=6))
+    other.build_all()
+    save_weights_atomic(other, tmp_path / "other.weights.h5")
+    with pytest.raises(ValueError, match="do not fit"):
+        load_feature_weights(fe, str(tmp_path / "other.weights.h5"))
+    three = FeatureNet(3, "vicreg")
+    three.build_all()
+    weights001 = fixtures_dir() / "original" / "weights001.tf"
+    with pytest.raises(ValueError, match="encoder/2/"):
+        load_feature_weights(three, str(weights001))
+
+
+def test_pretrained_fe_from_original_checkpoint_restores_used_variables():
+    fe = FeatureNet(2, "vicreg")
+    fe.build_all()
+    report = load_feature_weights(fe, str(fixtures_dir() / "original" / "weights001.tf"))
+    assert set(fe.variables_used_for_features()) <= set(report.restored)
