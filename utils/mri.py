@@ -88,19 +88,27 @@ def check_operator_inputs(image=None, kspace=None, mask=None, coil_maps=None) ->
                     f"coil_maps: {label} size {b} differs from the data's {a} "
                     f"(data {_describe(ref)}, coil_maps {_describe(coil_maps)})"
                 )
-    if mask is not None and ref is not None:
-        target = list(ref.shape[:-1]) + [None]
+    if image is not None and kspace is not None:
+        for axis, label in ((0, "B"), (1, "T"), (2, "X"), (3, "Y")):
+            a, b = image.shape[axis], kspace.shape[axis]
+            if a is not None and b is not None and a != b:
+                raise ValueError(
+                    f"image: {label} size {a} differs from the k-space's {b} "
+                    f"(image {_describe(image)}, kspace {_describe(kspace)})"
+                )
+    if mask is not None and (kspace is not None or ref is not None):
+        data = kspace if kspace is not None else ref
+        coils = kspace.shape[4] if kspace is not None else (coil_maps.shape[4] if coil_maps is not None else None)
         for axis in range(5):
             m = mask.shape[axis]
-            d = ref.shape[axis] if axis < 4 else None
+            d = coils if axis == 4 else data.shape[axis]
             if m is None or d is None or m == 1:
                 continue
             if m != d:
                 raise ValueError(
-                    f"mask: not broadcastable to the data: axis {axis} has size {m}, data has {d} "
-                    f"(mask {_describe(mask)}, data {_describe(ref)}; expected (B,T,1,Y,1))"
+                    f"mask: not broadcastable to the k-space: axis {axis} has size {m}, k-space has {d} "
+                    f"(mask {_describe(mask)}, data {_describe(data)}; expected (B,T,1,Y,1))"
                 )
-        del target
 
 
 # -------------------------------------------------------------------------------------------------- tf
