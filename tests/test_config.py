@@ -131,9 +131,15 @@ def test_bad_overrides_are_rejected(tmp_path, override: str, message: str) -> No
         load_config(ExperimentConfig, _write(tmp_path, EXAMPLE), [override])
 
 
-def test_override_accepts_scientific_notation_without_a_dot() -> None:
+def test_scientific_notation_without_a_dot_is_a_number(tmp_path) -> None:
+    # YAML 1.1 (PyYAML) reads 1e-4 as a string; float fields must still accept it, in files and in --set
     cfg = load_config(ExperimentConfig, None, ["train.learning_rate=1e-4"])
-    assert cfg.train.learning_rate == pytest.approx(1e-4)
+    assert cfg.train.learning_rate == pytest.approx(1e-4) and type(cfg.train.learning_rate) is float
+    cfg = load_config(ExperimentConfig, _write(tmp_path, "train:\n  learning_rate: 4e-4\n"))
+    assert cfg.train.learning_rate == pytest.approx(4e-4)
+    # but only for float fields: an int field does not take it
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_config(ExperimentConfig, None, ["train.epochs=1e2"])
 
 
 def test_save_then_reload_gives_an_equal_config(tmp_path) -> None:

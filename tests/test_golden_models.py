@@ -91,7 +91,9 @@ def test_fe_restore_report_matches_original(fe_pred) -> None:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_fe_x_out_from_full_checkpoint(method: str) -> None:
-    # weights001 lacks decoder/1, tau/1 and dc/1; the full checkpoint of the original's pred model has them
+    # weights001 lacks decoder/1, tau/1 and dc/1; the full checkpoint of the original's pred model has them.
+    # Only fe_vicreg_full_ckpt is shipped; it serves both methods because the two pred fixtures are identical
+    # (same weights001, same architecture, same seeds: check_fixtures.json "vicreg_vs_contrastive_features_equal").
     model, report = _feature_net(method, _golden_ckpt("fe_vicreg_full_ckpt"))
     # a pred-mode model has no projector: exactly the 2 x 12 projector values are missing, nothing else
     assert len(report.not_restored) == 24 and all(n.startswith("p/") for n in report.not_restored)
