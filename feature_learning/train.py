@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import keras
-import tensorflow as tf
 
 from feature_learning.model import FeatureNet
 from utils.config import save_config
@@ -30,7 +29,22 @@ def compile_model(model: keras.Model, cfg: ExperimentConfig) -> None:
 
 
 def steps_for(cfg: ExperimentConfig, num_examples: int) -> int:
+    """Optimizer steps per epoch: the configured number, else one pass over the split at the batch size."""
     return cfg.train.steps_per_epoch or max(1, num_examples // max(1, cfg.train.batch_size))
+
+
+def start_run(cfg: ExperimentConfig, model: keras.Model, resume: str | None) -> tuple[Path, int | None]:
+    """Compiles ``model``, restores it on ``--resume`` and writes the config; returns (run folder, first epoch),
+    the epoch being None when the run has already finished."""
+    run_dir = Path(resume or cfg.train.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    compile_model(model, cfg)
+    initial_epoch = load_checkpoint(run_dir, model) if resume else 0
+    if initial_epoch >= cfg.train.epochs:
+        log.info("run %s already finished %d epochs", run_dir, initial_epoch)
+        return run_dir, None
+    save_config(cfg, run_dir / "config.yaml")
+    return run_dir, initial_epoch
 
 
 def train_features(cfg: ExperimentConfig, resume: str | None = None, verbose="auto") -> Path:
@@ -39,22 +53,17 @@ def train_features(cfg: ExperimentConfig, resume: str | None = None, verbose="au
 
     if cfg.stage != "features":
         raise ValueError(f"config stage is {cfg.stage!r}; train-features needs stage: features")
-    run_dir = Path(resume or cfg.train.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(cfg.train.seed)
     model = build_feature_model(cfg)
-    compile_model(model, cfg)
-    initial_epoch = load_checkpoint(run_dir, model) if resume else 0
-    if initial_epoch >= cfg.train.epochs:
-        log.info("run %s already finished %d epochs", run_dir, initial_epoch)
+    run_dir, initial_epoch = start_run(cfg, model, resume)
+    if initial_epoch is None:
         return run_dir
-    save_config(cfg, run_dir / "config.yaml")
     pipelines.ensure_synthetic_data(cfg.data)
     train_ds = pipelines.feature_dataset(cfg.data, cfg.model.feature_method, "train", seed=cfg.train.seed)
     val_ds = None
     if cfg.train.val_steps:
         val_ds = pipelines.feature_dataset(cfg.data, cfg.model.feature_method, "val", seed=cfg.train.seed + 1)
-    steps = cfg.train.steps_per_epoch or pipelines.num_examples(cfg.data, "train")
+    steps = steps_for(cfg, pipelines.num_examples(cfg.data, "train"))
     log.info("stage 1 (%s): %d epochs x %d steps, run folder %s", cfg.model.feature_method, cfg.train.epochs,
              steps, run_dir)
     start = time.time()

@@ -8,12 +8,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from feature_learning.train import compile_model
+from feature_learning.train import start_run, steps_for
 from reconstruction.model import SSFLRecon
 from reconstruction.pretrained import load_feature_weights
-from utils.config import save_config
 from utils.schema import ExperimentConfig
-from utils.training import fit, load_checkpoint
+from utils.training import fit
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +31,6 @@ def train_recon(cfg: ExperimentConfig, resume: str | None = None, verbose="auto"
 
     if cfg.stage != "recon":
         raise ValueError(f"config stage is {cfg.stage!r}; train-recon needs stage: recon")
-    run_dir = Path(resume or cfg.train.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(cfg.train.seed)
     model = build_recon_model(cfg)
     if cfg.train.pretrained_fe:
@@ -42,18 +39,15 @@ def train_recon(cfg: ExperimentConfig, resume: str | None = None, verbose="auto"
     else:
         log.warning("train.pretrained_fe is empty: SSFL-Recon trains with a RANDOM, frozen feature extractor")
     fe_before = [np.array(v) for v in model.feature_extractor.weights]
-    compile_model(model, cfg)
-    initial_epoch = load_checkpoint(run_dir, model) if resume else 0
-    if initial_epoch >= cfg.train.epochs:
-        log.info("run %s already finished %d epochs", run_dir, initial_epoch)
+    run_dir, initial_epoch = start_run(cfg, model, resume)
+    if initial_epoch is None:
         return run_dir
-    save_config(cfg, run_dir / "config.yaml")
     pipelines.ensure_synthetic_data(cfg.data)
     train_ds = pipelines.recon_dataset(cfg.data, "train", seed=cfg.train.seed, batch_size=cfg.train.batch_size)
     val_ds = None
     if cfg.train.val_steps:
         val_ds = pipelines.recon_dataset(cfg.data, "val", seed=cfg.train.seed + 1)
-    steps = cfg.train.steps_per_epoch or pipelines.num_examples(cfg.data, "train")
+    steps = steps_for(cfg, pipelines.num_examples(cfg.data, "train"))
     log.info("stage 2: %d epochs x %d steps, run folder %s", cfg.train.epochs, steps, run_dir)
     start = time.time()
     fit(model, train_ds, cfg.train.epochs, steps, run_dir, initial_epoch=initial_epoch, val_ds=val_ds,
