@@ -948,3 +948,120 @@ def time_pipeline(ds: tf.data.Dataset, n: int = 50, warmup: int = 3) -> float:
     if count == 0:
         raise ValueError("time_pipeline: the dataset ended before any element was timed")
     return elapsed / count
+
+
+# ------------------------------------------------------------------------------ acquired data (baselines)
+def _acquired_mask(kind: str, ny: int, nt: int, acc: float, seed: int, cache_dir: Path | None,
+                   num_center: int | None) -> np.ndarray:
+    """(ny, nt) mask of ``kind``; ``num_center`` (for the kinds that take it) is capped at half the lines of a
+    frame, so small test images still get random lines outside the centre."""
+    from data_loader.masks import generate_mask
+    from data_loader.vista import lines_per_frame
+
+    if num_center is None or kind == "vista":
+        return _make_mask(kind, ny, nt, acc, seed, cache_dir)
+    capped = int(min(int(num_center), max(1, lines_per_frame(ny, acc) // 2)))
+    try:
+        return generate_mask(kind, ny, nt, acc, seed=seed, num_center=capped)
+    except ValueError as err:
+        raise ValueError(f"mask kind {kind!r}: cannot make a mask for ny={ny}, nt={nt}, R={acc:g}, seed {seed}, "
+                         f"num_center {capped}: {err}") from err
+
+
+def acquired_dataset(cfg: DataConfig, split: str = "train", seed: int | None = None, repeat: bool = True,
+                     batch_size: int = 1, mask_kind: str | None = None,
+                     accelerations: Sequence[float] | None = None,
+                     num_center: int | None = None) -> tf.data.Dataset:
+    """Acquired (undersampled) data with the fully sampled reference: the input of the baselines.
+
+    With ``accelerations=None`` every example is sampled with the acquisition of :func:`recon_dataset`, the base
+    mask of kind ``mask_kind`` at ``data.start_r`` with seed 10 (so self-supervised baselines see exactly the data
+    SSFL-Recon re-undersamples). Otherwise each example gets, anew every epoch on the training split, a mask drawn
+    uniformly among the accelerations ``accelerations`` x the seeds ``1..data.mask_seeds`` (fixed per example on
+    ``val``/``test``).
+
+    Args:
+        cfg: data config.
+        split: ``train`` (reshuffled every epoch) or ``val``/``test`` (CSV order).
+        seed: stream seed (default ``data.seed``).
+        repeat: endless stream (True) or a single pass.
+        batch_size: examples per batch (> 1 needs slices of one size).
+        mask_kind: mask generator (default ``data.mask_kind``).
+        accelerations: None (the base acquisition) or the R values to draw from.
+        num_center: fully sampled central lines for the kinds that take it (``vd-random``, ``gaussian``,
+            ``equispaced``), at most half the lines of a frame; None: the generator's default.
+
+    Returns:
+        dataset of ``{"x", "y", "mask", "coil_maps", "reference"}``: ``x`` (B,T,X,Y,1) complex64 = A^H y, ``y``
+        (B,T,X,Y,C) complex64, ``mask`` (B,T,1,Y,1) float32, ``coil_maps`` (B,1,X,Y,C) complex64, ``reference``
+        (B,T,X,Y,1) complex64 fully sampled image.
+
+    Raises:
+        ValueError: bad split, batch size or accelerations, masks that cannot be made, data errors.
+        FileNotFoundError: missing data folder, CSV or file.
+    """
+    _check_split(split)
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+    seed = _resolve_seed(cfg, seed)
+    kind = mask_kind or cfg.mask_kind
+    if accelerations is not None:
+        accelerations = [float(a) for a in accelerations]
+        if not accelerations or not all(math.isfinite(a) and a >= 1.0 for a in accelerations):
+            raise ValueError(f"accelerations: expected a non-empty list of R >= 1, got {accelerations}")
+    if cfg.dummy:
+        size = _dummy_size(cfg)
+
+        def make(key):
+            k1, k2 = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+            view = _dummy_view(k1, size)
+            view["reference"] = _rand_complex(k2, [*size[:3], 1])
+            return view
+
+        return _finish(_dummy_dataset(cfg, split, seed, repeat, make), int(batch_size), repeat)
+
+    data = load_split(cfg, split)
+    store = _Store(data, [np.ones((data.shape(i)[2], data.shape(i)[0]), np.int64) for i in range(len(data))])
+    if int(batch_size) > 1 and store.uniform is None:
+        raise ValueError(f"{data.csv_path}: slices of different sizes cannot be batched (batch_size="
+                         f"{batch_size}); use batch_size 1")
+    cache = _cache_dir(cfg)
+    if accelerations is None:
+        accs, seeds = [float(cfg.start_r)], [BASE_MASK_SEED]
+    else:
+        accs, seeds = accelerations, _mask_seeds(cfg)
+    start = time.perf_counter()
+    chunks, offsets, position = [], [], 0
+    for ny, nt in store.geometries:
+        per_geometry = []
+        for acc in accs:
+            row = []
+            for mask_seed in seeds:
+                mask = _time_major(_acquired_mask(kind, ny, nt, acc, mask_seed, cache, num_center))
+                chunks.append(mask)
+                row.append(position)
+                position += mask.size
+            per_geometry.append(row)
+        offsets.append(per_geometry)
+    flat_masks = tf.constant(np.concatenate(chunks))
+    offsets_t = tf.constant(np.asarray(offsets, dtype=np.int64).reshape(len(store.geometries), len(accs),
+                                                                          len(seeds)))
+    logger.info("acquired data: %d %s mask(s), R in %s (%.1f s)", len(chunks), kind, [f"{a:g}" for a in accs],
+                time.perf_counter() - start)
+    base_key = _key(seed, _STREAM_RECON + 100)
+    train = split == "train"
+    num_pairs = len(accs) * len(seeds)
+
+    def example(epoch, index):
+        i = tf.cast(index, tf.int32)
+        d = store.example(i)
+        t, _, y, _ = store.dims(i)
+        group = tf.gather(store.group, i)
+        pair = _uniform_int(_fold(base_key, epoch if train else 0, i), num_pairs)
+        start_at = tf.gather_nd(offsets_t, tf.stack([group, pair // len(seeds), pair % len(seeds)]))
+        view = _view(d["kspace"], d["coil_maps"], _take(flat_masks, start_at, t * y, [t, 1, y, 1]))
+        view["reference"] = d["image"]
+        return view
+
+    ds = _index_stream(store.size, seed, train, repeat).map(example, num_parallel_calls=_parallel(cfg))
+    return _finish(ds, int(batch_size), repeat)

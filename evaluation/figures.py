@@ -1,4 +1,4 @@
-"""Figures for reconstructions: comparison panels, cine GIFs, loss curves and method grids.
+"""Figures: reconstruction panels, cine GIFs, loss curves, method grids, the synthetic phantom and k-t masks.
 
 All figures are rendered off-screen with matplotlib's Agg canvas attached to a ``matplotlib.figure.Figure`` object.
 pyplot is deliberately not imported: it would select a process-wide backend, keep every figure in a global registry
@@ -33,7 +33,11 @@ __all__ = [
     "save_cine_gif",
     "save_loss_curves",
     "save_method_grid",
+    "save_comparison_gif",
+    "save_phantom_figure",
+    "save_mask_figure",
     "max_variance_row",
+    "side_by_side",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -149,6 +153,7 @@ def save_comparison_panel(
     metrics: MetricCaptions | None = None,
     error_scale: float = 5.0,
     dpi: int = 120,
+    recon_label: str = "Reconstruction",
 ) -> Path:
     """Writes a PNG comparing ground truth, zero-filled input and reconstruction for one frame, with y-t profiles.
 
@@ -167,6 +172,7 @@ def save_comparison_panel(
         metrics: optional captions, ``{"zero_filled": {"psnr": .., "ssim": ..}, "recon": {...}}``.
         error_scale: amplification of the error map.
         dpi: resolution of the PNG.
+        recon_label: caption of the reconstruction column (e.g. the method's name).
 
     Returns:
         The path written.
@@ -194,7 +200,7 @@ def save_comparison_panel(
     columns = [
         ("gt", "Ground truth", mags["gt"]),
         ("zf", _caption("Zero-filled", metrics, "zero_filled"), mags["zf"]),
-        ("recon", _caption("Reconstruction", metrics, "recon"), mags["recon"]),
+        ("recon", _caption(recon_label, metrics, "recon"), mags["recon"]),
         ("error", f"|recon − gt| × {scale:g}", error),
     ]
 
@@ -417,4 +423,278 @@ def save_method_grid(
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title if title is not None else f"Frame {frame}")
+    return _save_png(fig, path, dpi)
+
+
+def side_by_side(cines: Sequence[np.ndarray], gap: int = 2) -> np.ndarray:
+    """Concatenates cines of equal (T, X) along Y with ``gap`` zero columns between them.
+
+    Args:
+        cines: cines of shape (T, X, Y_i) or (T, X, Y_i, 1), complex or real, with the same T and X.
+        gap: number of zero columns between two cines.
+
+    Returns:
+        (T, X, sum Y_i + gap * (n - 1)) magnitude array (float64).
+    """
+    if not cines:
+        raise ValueError("cines must contain at least one cine")
+    if isinstance(gap, bool) or not isinstance(gap, (int, np.integer)) or gap < 0:
+        raise ValueError(f"gap must be an int >= 0, received {gap!r}")
+    mags = [np.abs(_as_cine(f"cines[{i}]", c)).astype(np.float64) for i, c in enumerate(cines)]
+    n_t, n_x = mags[0].shape[:2]
+    for i, mag in enumerate(mags[1:], start=1):
+        if mag.shape[:2] != (n_t, n_x):
+            raise ValueError(f"cines[{i}] must have T, X = {(n_t, n_x)} like cines[0], received {mag.shape[:2]}")
+    parts = []
+    for i, mag in enumerate(mags):
+        if i and gap:
+            parts.append(np.zeros((n_t, n_x, gap)))
+        parts.append(mag)
+    return np.concatenate(parts, axis=2)
+
+
+def save_comparison_gif(
+    path: PathLike,
+    cines: Mapping[str, np.ndarray],
+    fps: float = 10,
+    scale: int = 2,
+    gap: int = 2,
+    labels: bool = True,
+) -> Path:
+    """Writes an animated GIF that plays several cines side by side (e.g. ground truth | zero-filled | method).
+
+    All cines share the grey scale of the first one (0 to its max magnitude), so a method's intensity errors stay
+    visible. With ``labels`` a black strip above the images carries each cine's name in Pillow's default font
+    (shortened to the width of its cine).
+
+    Args:
+        path: destination GIF.
+        cines: name -> cine (T, X, Y) or (T, X, Y, 1); same T and X for all (insertion order = left to right).
+        fps: frames per second.
+        scale: integer nearest-neighbour magnification.
+        gap: zero columns between two cines (before magnification).
+        labels: draw the names above the cines.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: no cine, shapes that do not fit, non-finite values, bad fps/scale/gap.
+    """
+    if not cines:
+        raise ValueError("cines must name at least one cine")
+    names = [str(n) for n in cines]
+    arrays = list(cines.values())
+    strip = side_by_side(arrays, gap)
+    if not (isinstance(fps, (int, float, np.number)) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a finite number > 0, received {fps!r}")
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
+        raise ValueError(f"scale must be an int >= 1, received {scale!r}")
+    vmax = _grey_limit(np.abs(_as_cine("cines[0]", arrays[0])))
+    grey = np.clip(np.rint(strip / vmax * 255.0), 0, 255).astype(np.uint8)
+    grey = grey.repeat(scale, axis=1).repeat(scale, axis=2)
+    header = 0
+    if labels:
+        from PIL import ImageDraw, ImageFont
+
+        font = ImageFont.load_default()
+        header = 14
+        label_strip = Image.new("L", (grey.shape[2], header), 0)
+        draw = ImageDraw.Draw(label_strip)
+        left = 0
+        for name, cine in zip(names, arrays):
+            width = np.asarray(cine).shape[2] * scale
+            # names wider than their cine are shortened rather than drawn over the neighbour's
+            while name and draw.textlength(name, font=font) > width - 2:
+                name = name[:-1]
+            draw.text((left + 2, 1), name, fill=255, font=font)
+            left += width + gap * scale
+        label_pixels = np.asarray(label_strip)
+        grey = np.concatenate([np.broadcast_to(label_pixels, (grey.shape[0], *label_pixels.shape)), grey], axis=1)
+    frames = [Image.fromarray(np.ascontiguousarray(f)) for f in grey]
+    duration_ms = max(10, int(round(1000.0 / fps)))
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
+    logger.debug("wrote %s (%d frames, header %d px)", path, len(frames), header)
+    return path
+
+
+def save_phantom_figure(
+    path: PathLike,
+    image: np.ndarray,
+    coil_maps: np.ndarray,
+    profile_x: int | None = None,
+    frames: Sequence[int] | None = None,
+    frame_captions: Sequence[str] | None = None,
+    curves: Mapping[str, Sequence[float]] | None = None,
+    curves_title: str = "",
+    curves_ylabel: str = "",
+    title: str | None = None,
+    dpi: int = 80,
+) -> Path:
+    """Figure of one synthetic (or any) multi-coil cine: frames, x-t profile, phase, curves and coil maps.
+
+    Row 1: |image| of up to four frames (default: spread over the cycle) with the profile line dashed. Row 2: the
+    x-t profile (line ``x = profile_x`` over time, time left to right), the phase of the first shown frame relative
+    to its mean phase where |image| exceeds 5 % of its maximum, and optional curves over time (e.g. blood-pool
+    areas). Row 3: |s_c| of every coil (at most 8 shown) and ``sum_c |s_c|^2``.
+
+    Args:
+        path: destination PNG.
+        image: cine (T, X, Y) or (T, X, Y, 1), complex.
+        coil_maps: (X, Y, C), (1, X, Y, C) coil sensitivities.
+        profile_x: row of the x-t profile; default ``max_variance_row(image)``.
+        frames: frame indices of row 1 (at most 4 used).
+        frame_captions: one caption per shown frame (default "frame t").
+        curves: label -> T values, drawn against the frame index.
+        curves_title: title of the curves panel.
+        curves_ylabel: y label of the curves panel.
+        title: figure title.
+        dpi: resolution.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: bad shapes, coil maps that do not match X, Y, out-of-range frame or profile row.
+    """
+    cine = _as_cine("image", image)
+    n_t, n_x, n_y = cine.shape
+    maps = np.asarray(coil_maps)
+    if maps.ndim == 4 and maps.shape[0] == 1:
+        maps = maps[0]
+    if maps.ndim != 3 or maps.shape[:2] != (n_x, n_y):
+        raise ValueError(f"coil_maps must have shape (X, Y, C) or (1, X, Y, C) with X, Y = {(n_x, n_y)}, "
+                         f"received {np.shape(coil_maps)}")
+    if frames is None:
+        frames = np.unique(np.linspace(0, n_t - 1, min(4, n_t)).round().astype(int)).tolist()
+    frames = [_check_frame(int(t), n_t) for t in list(frames)[:4]]
+    if frame_captions is not None and len(frame_captions) < len(frames):
+        raise ValueError(f"frame_captions needs {len(frames)} entries, received {len(frame_captions)}")
+    if profile_x is None:
+        profile_x = max_variance_row(cine)
+    elif isinstance(profile_x, bool) or not isinstance(profile_x, (int, np.integer)) or not 0 <= profile_x < n_x:
+        raise ValueError(f"profile_x must be an int in [0, {n_x - 1}], received {profile_x!r}")
+    profile_x = int(profile_x)
+    mag = np.abs(cine)
+    vmax = _grey_limit(mag)
+
+    n_coils = maps.shape[-1]
+    shown_coils = min(n_coils, 8)
+    fig = _new_figure(13.0, 9.6)
+    grid = fig.add_gridspec(3, 4, height_ratios=[1.0, 0.9, 0.75])
+    for k, t in enumerate(frames):
+        ax = fig.add_subplot(grid[0, k])
+        _show(ax, mag[t], vmax, frame_captions[k] if frame_captions is not None else f"frame {t}")
+        ax.axhline(profile_x, color="tab:red", linewidth=0.8, linestyle="--")
+        ax.set_xlabel("y (phase encoding)")
+        ax.set_ylabel("x (readout)")
+    ax = fig.add_subplot(grid[1, :2])
+    _show(ax, mag[:, profile_x, :].T, vmax, f"x-t profile: line x = {profile_x} (dashed) over time", aspect="auto")
+    ax.set_xlabel("time frame")
+    ax.set_ylabel("y (phase encoding)")
+    ax = fig.add_subplot(grid[1, 2])
+    first = cine[frames[0]]
+    inside = np.abs(first) > 0.05 * vmax
+    # relative to the mean phase the smooth background phase does not wrap at +-pi, and its variation is visible
+    relative = np.angle(first * np.exp(-1j * np.angle(np.sum(first[inside])))) if inside.any() else np.angle(first)
+    phase = np.where(inside, relative, np.nan)
+    limit = float(np.nanmax(np.abs(phase))) if inside.any() else np.pi
+    handle = ax.imshow(phase, cmap="coolwarm", vmin=-limit, vmax=limit, interpolation="nearest")
+    ax.set_title(f"phase of frame {frames[0]} minus its mean (rad)", fontsize=9)
+    ax.set_xlabel("y (phase encoding)")
+    ax.set_ylabel("x (readout)")
+    fig.colorbar(handle, ax=ax, shrink=0.8)
+    if curves:
+        ax = fig.add_subplot(grid[1, 3])
+        for (label, values), marker in zip(curves.items(), "osd^v<>"):
+            ax.plot(np.arange(len(values)), np.asarray(values, dtype=np.float64), marker=marker, label=label)
+        ax.set_title(curves_title, fontsize=9)
+        ax.set_xlabel("time frame")
+        ax.set_ylabel(curves_ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=8)
+        ax.grid(True, alpha=0.3)
+    coil_grid = grid[2, :].subgridspec(1, shown_coils + 1)
+    sos = np.sum(np.abs(maps) ** 2, axis=-1)
+    for c in range(shown_coils):
+        ax = fig.add_subplot(coil_grid[0, c])
+        _show(ax, np.abs(maps[..., c]), 1.0, f"|s_{c}|", cmap="viridis")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax = fig.add_subplot(coil_grid[0, shown_coils])
+    handle = _show(ax, sos, max(1.0, float(sos.max())), "Σ_c |s_c|²", cmap="viridis")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.colorbar(handle, ax=ax, shrink=0.8)
+    more = f" (first {shown_coils} of {n_coils} coils shown)" if shown_coils < n_coils else ""
+    fig.suptitle((title if title is not None else f"cine T={n_t}, {n_x}x{n_y}, C={n_coils}") + more)
+    return _save_png(fig, path, dpi)
+
+
+def _as_mask_2d(name: str, mask: Any) -> np.ndarray:
+    arr = np.asarray(mask)
+    if arr.ndim != 2 or 0 in arr.shape or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"{name} must be a numeric (ny, nt) array, received shape {arr.shape}, dtype {arr.dtype}")
+    if not np.all(np.isin(arr, (0, 1))):
+        raise ValueError(f"{name} must contain only 0 and 1")
+    return arr.astype(np.float64)
+
+
+def save_mask_figure(
+    path: PathLike,
+    masks: Mapping[str, np.ndarray],
+    title: str | None = None,
+    dpi: int = 100,
+) -> Path:
+    """Pictures of k-t sampling masks: per mask the ky-t pattern and the fraction of frames sampling each ky.
+
+    Each mask gets a pair of panels sharing the ky axis: the (ny, nt) pattern (sampled = white, ky upwards, time
+    to the right) and a profile of ``mean_t mask[ky, t]`` (1 = sampled in every frame). The caption gives the
+    effective acceleration ``ny * nt / sum(mask)``, the lines per frame and how many ky lines are sampled at all.
+
+    Args:
+        path: destination PNG.
+        masks: caption -> (ny, nt) 0/1 mask (insertion order = left to right).
+        title: figure title.
+        dpi: resolution.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: no masks, a mask that is not a 2-D 0/1 array or has no sample.
+    """
+    if not masks:
+        raise ValueError("masks must name at least one mask")
+    arrays = {str(k): _as_mask_2d(f"masks[{k!r}]", v) for k, v in masks.items()}
+    for name, mask in arrays.items():
+        if not mask.any():
+            raise ValueError(f"masks[{name!r}] has no sampled k-t point")
+    n = len(arrays)
+    widest_nt = max(m.shape[1] for m in arrays.values())
+    fig = _new_figure(min(18.0, n * (1.6 + 0.09 * widest_nt + 1.2)), 4.6)
+    grid = fig.add_gridspec(1, 2 * n, width_ratios=[3, 1] * n)
+    for k, (name, mask) in enumerate(arrays.items()):
+        ny, nt = mask.shape
+        per_frame = mask.sum(axis=0).astype(int)
+        r_eff = ny * nt / mask.sum()
+        covered = int(mask.any(axis=1).sum())
+        ax = fig.add_subplot(grid[0, 2 * k])
+        ax.imshow(mask, cmap="gray", vmin=0, vmax=1, aspect="auto", interpolation="nearest", origin="lower",
+                  extent=(-0.5, nt - 0.5, -0.5, ny - 0.5))
+        lines = f"{per_frame.min()}" if per_frame.min() == per_frame.max() else f"{per_frame.min()}–{per_frame.max()}"
+        ax.set_title(f"{name}\nR_eff {r_eff:.2f}, {lines} lines/frame\n{covered}/{ny} ky lines sampled", fontsize=9)
+        ax.set_xlabel("time frame")
+        ax.set_ylabel("ky (line index)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
+        density = fig.add_subplot(grid[0, 2 * k + 1], sharey=ax)
+        density.plot(mask.mean(axis=1), np.arange(ny), color="tab:blue", linewidth=1.0)
+        density.set_xlim(0, 1.05)
+        density.set_xlabel("fraction\nof frames", fontsize=8)
+        density.tick_params(labelleft=False, labelsize=7)
+        density.grid(True, alpha=0.3)
+    if title is not None:
+        fig.suptitle(title)
     return _save_png(fig, path, dpi)

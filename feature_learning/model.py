@@ -24,7 +24,9 @@ import tensorflow as tf
 from feature_learning.losses import NUM_VIEWS, get_feature_loss
 from utils.complex_layers import PACKAGE
 from utils.data_consistency import DCGD, Scalar
+from utils.distribute import replica_share
 from utils.mri import complex_scale
+from utils.recompute import recompute_complex
 from utils.unet import ComplexUNet2Dt
 
 DEFAULT_UNET = dict(filters=12, num_levels=2, layers_per_level=1, kernel_size_2d=(1, 5, 5),
@@ -93,6 +95,9 @@ class FeatureNet(keras.Model):
             kernels (1,5,5) and (3,1,1), pooling (2,2,2)).
         projector_units: projector width.
         tau_init, dc_weight_init: initial step size and data-consistency weight.
+        recompute: gradient checkpointing in training: each unrolled iteration (encoder, decoder, DC) keeps only
+            its input image and recomputes its activations in the backward pass; the projector (whose BatchNorm
+            updates moving statistics) is not recomputed.
         **kwargs: passed to ``keras.Model``.
 
     Call (pred mode): ``model({"x", "y", "mask", "coil_maps"})`` → dict ``feature_0 … feature_{n-1}``, ``x_out``.
@@ -101,8 +106,9 @@ class FeatureNet(keras.Model):
 
     def __init__(self, num_iter: int = 2, method: str = "vicreg", loss_variant: str = "original",
                  unet: dict | None = None, projector_units: int = 64, tau_init: float = 0.1,
-                 dc_weight_init: float = 1.0, **kwargs):
+                 dc_weight_init: float = 1.0, recompute: bool = False, **kwargs):
         super().__init__(**kwargs)
+        self.recompute = bool(recompute)
         if method not in NUM_VIEWS:
             raise ValueError(f"method: expected one of {sorted(NUM_VIEWS)}, received {method!r}")
         if int(num_iter) < 1:
@@ -163,12 +169,19 @@ class FeatureNet(keras.Model):
         images = [v[0] for v in views]
         embeddings = []
         for i in range(self.num_iter):
+            last = i == self.num_iter - 1
             for j, (_, y, mask, coil_maps) in enumerate(views):
-                encoded, skips, paddings = self.unets[i].encode(images[j])
+                def iteration(x, i=i, y=y, mask=mask, coil_maps=coil_maps, last=last):
+                    encoded, skips, paddings = self.unets[i].encode(x)
+                    if last:  # train mode: the last iteration's decoder and DC are not used
+                        return encoded, x
+                    return encoded, self.update(i, x, encoded, skips, paddings, y, mask, coil_maps)
+
+                if self.recompute and training:
+                    iteration = recompute_complex(iteration)
+                encoded, images[j] = iteration(images[j])
                 emb = self.projectors[i](encoded, training=training)
                 embeddings.append(tf.reshape(emb, [-1, self.projector_units]))
-                if i < self.num_iter - 1:
-                    images[j] = self.update(i, images[j], encoded, skips, paddings, y, mask, coil_maps)
         return tf.stack(embeddings, axis=0)
 
     # ------------------------------------------------------------------------------------------ keras API
@@ -192,6 +205,7 @@ class FeatureNet(keras.Model):
         with tf.GradientTape() as tape:
             loss = self.compute_feature_loss(data, training=True)
             scaled = self.optimizer.scale_loss(loss) if hasattr(self.optimizer, "scale_loss") else loss
+            scaled = replica_share(scaled)  # the optimizer sums the replicas' gradients
         grads = tape.gradient(scaled, self.trainable_variables)
         # In train mode the last iteration's decoder, tau and DC are not used (as in the original): no gradient.
         self.optimizer.apply_gradients(
@@ -212,7 +226,7 @@ class FeatureNet(keras.Model):
         return {
             **super().get_config(), "num_iter": self.num_iter, "method": self.method,
             "loss_variant": self.loss_variant, "unet": self.unet_config, "projector_units": self.projector_units,
-            "tau_init": self.tau_init, "dc_weight_init": self.dc_weight_init,
+            "tau_init": self.tau_init, "dc_weight_init": self.dc_weight_init, "recompute": self.recompute,
         }
 
     # ------------------------------------------------------------------------------------------ names

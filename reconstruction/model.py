@@ -25,7 +25,9 @@ from feature_learning.model import DEFAULT_UNET, FeatureNet, _unpack
 from utils import mri
 from utils.complex_layers import PACKAGE
 from utils.data_consistency import DCGD, Scalar
+from utils.distribute import replica_share
 from utils.mri import complex_scale
+from utils.recompute import recompute_complex
 from utils.unet import ComplexUNet2Dt
 
 LOSS_VARIANTS = ("original", "normalized")
@@ -61,6 +63,8 @@ class SSFLRecon(keras.Model):
         feature_method: ``"vicreg"`` or ``"contrastive"`` (which stage-1 model provides the features).
         unet: keyword arguments of :class:`ComplexUNet2Dt` (same defaults as stage 1).
         loss_variant: ``"original"`` or ``"normalized"``.
+        recompute: gradient checkpointing: each unrolled iteration keeps only its input image and recomputes its
+            UNet and DC activations in the backward pass (peak memory of one iteration instead of all).
         **kwargs: passed to ``keras.Model``.
 
     Call: ``model({"x", "y", "mask", "coil_maps"})`` → reconstruction (B,T,X,Y,1).
@@ -68,8 +72,9 @@ class SSFLRecon(keras.Model):
     """
 
     def __init__(self, num_iter: int = 2, feature_method: str = "vicreg", unet: dict | None = None,
-                 loss_variant: str = "original", **kwargs):
+                 loss_variant: str = "original", recompute: bool = False, **kwargs):
         super().__init__(**kwargs)
+        self.recompute = bool(recompute)
         if loss_variant not in LOSS_VARIANTS:
             raise ValueError(f"loss_variant: expected one of {LOSS_VARIANTS}, received {loss_variant!r}")
         self.num_iter = int(num_iter)
@@ -108,9 +113,12 @@ class SSFLRecon(keras.Model):
         if features is None:
             features = self.features(x, y, mask, coil_maps)
         for i in range(self.num_iter):
-            residual = self.unets[i](x, features[i])
-            x = x - complex_scale(self.taus[i](residual), 1.0 / self.num_iter)
-            x = self.dcs[i](x, y, mask, coil_maps)
+            def iteration(x, i=i):
+                residual = self.unets[i](x, features[i])
+                x = x - complex_scale(self.taus[i](residual), 1.0 / self.num_iter)
+                return self.dcs[i](x, y, mask, coil_maps)
+
+            x = recompute_complex(iteration)(x)[0] if self.recompute else iteration(x)
         return x
 
     def call(self, inputs, training=None):
@@ -132,8 +140,10 @@ class SSFLRecon(keras.Model):
         with tf.GradientTape() as tape:
             img, ksp, _, _ = self.compute_ssl_losses(data)
             loss = img + ksp
+            scaled = self.optimizer.scale_loss(loss) if hasattr(self.optimizer, "scale_loss") else loss
+            share = replica_share(scaled)  # the optimizer sums the replicas' gradients
         variables = self.trainable_variables
-        grads = tape.gradient(loss, variables)
+        grads = tape.gradient(share, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
         return self._track(loss, img, ksp)
 
@@ -153,7 +163,7 @@ class SSFLRecon(keras.Model):
 
     def get_config(self):
         return {**super().get_config(), "num_iter": self.num_iter, "feature_method": self.feature_method,
-                "unet": self.unet_config, "loss_variant": self.loss_variant}
+                "unet": self.unet_config, "loss_variant": self.loss_variant, "recompute": self.recompute}
 
     # ------------------------------------------------------------------------------------------ names
     def original_variables(self, include_feature_extractor: bool = True) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import numpy as np
 from feature_learning.train import start_run, steps_for
 from reconstruction.model import SSFLRecon
 from reconstruction.pretrained import load_feature_weights
+from utils import distribute
 from utils.schema import ExperimentConfig
 from utils.training import fit
 
@@ -18,9 +19,13 @@ log = logging.getLogger(__name__)
 
 
 def build_recon_model(cfg: ExperimentConfig) -> SSFLRecon:
+    if cfg.model.method != "ssfl-recon":  # baselines (reconstruction/methods.py)
+        from reconstruction.methods import build_method_model
+
+        return build_method_model(cfg)
     m = cfg.model
-    model = SSFLRecon(m.num_iter, m.feature_method, unet=m.unet_kwargs(), loss_variant=m.recon_loss,
-                      name="ssfl_recon")
+    model = SSFLRecon(m.num_iter, m.feature_method, unet=m.unet_kwargs(cfg.train.mixed_precision),
+                      loss_variant=m.recon_loss, recompute=cfg.train.recompute, name="ssfl_recon")
     model.build_all()
     return model
 
@@ -29,29 +34,40 @@ def train_recon(cfg: ExperimentConfig, resume: str | None = None, verbose="auto"
     """Trains stage 2 as configured; returns the run folder (final weights in ``model.weights.h5``)."""
     from data_loader import pipelines
 
+    if cfg.model.method != "ssfl-recon":  # baselines (reconstruction/methods.py)
+        from reconstruction.methods import train_method
+
+        return train_method(cfg, resume=resume, verbose=verbose)
     if cfg.stage != "recon":
         raise ValueError(f"config stage is {cfg.stage!r}; train-recon needs stage: recon")
+    strategy = distribute.get_strategy(cfg.train.distribute)  # first: multi_worker needs an untouched runtime
+    chief = distribute.is_chief(strategy)
     keras.utils.set_random_seed(cfg.train.seed)
-    model = build_recon_model(cfg)
+    with distribute.model_scope(strategy):
+        model = build_recon_model(cfg)
     if cfg.train.pretrained_fe:
         report = load_feature_weights(model.feature_extractor, cfg.train.pretrained_fe)
         log.info("pretrained FE: %s", report.summary())
     else:
         log.warning("train.pretrained_fe is empty: SSFL-Recon trains with a RANDOM, frozen feature extractor")
     fe_before = [np.array(v) for v in model.feature_extractor.weights]
-    run_dir, initial_epoch = start_run(cfg, model, resume)
+    with distribute.model_scope(strategy):
+        run_dir, initial_epoch = start_run(cfg, model, resume, chief)
     if initial_epoch is None:
         return run_dir
     pipelines.ensure_synthetic_data(cfg.data)
-    train_ds = pipelines.recon_dataset(cfg.data, "train", seed=cfg.train.seed, batch_size=cfg.train.batch_size)
+    # batch_size examples per replica
+    train_ds = distribute.distribute_dataset(strategy, lambda: pipelines.recon_dataset(
+        cfg.data, "train", seed=cfg.train.seed, batch_size=cfg.train.batch_size))
     val_ds = None
     if cfg.train.val_steps:
-        val_ds = pipelines.recon_dataset(cfg.data, "val", seed=cfg.train.seed + 1)
-    steps = steps_for(cfg, pipelines.num_examples(cfg.data, "train"))
+        val_ds = distribute.distribute_dataset(strategy, lambda: pipelines.recon_dataset(
+            cfg.data, "val", seed=cfg.train.seed + 1))
+    steps = steps_for(cfg, pipelines.num_examples(cfg.data, "train"), distribute.replicas(strategy))
     log.info("stage 2: %d epochs x %d steps, run folder %s", cfg.train.epochs, steps, run_dir)
     start = time.time()
     fit(model, train_ds, cfg.train.epochs, steps, run_dir, initial_epoch=initial_epoch, val_ds=val_ds,
-        val_steps=cfg.train.val_steps, verbose=verbose)
+        val_steps=distribute.steps_for_examples(cfg.train.val_steps, strategy), verbose=verbose, is_chief=chief)
     if not resume:
         changed = [v.path for v, b in zip(model.feature_extractor.weights, fe_before)
                    if not np.array_equal(np.array(v), b)]

@@ -22,6 +22,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import-original": ("import_original", "convert an original SSFL-Recon TF checkpoint to Keras weights"),
     "features": ("features", "compute FE-Net features of one case"),
     "reconstruct": ("reconstruct", "reconstruct one case with a trained SSFL-Recon model"),
+    "evaluate": ("evaluate", "score a trained model, zero-filling and CG-SENSE on a data split at several R"),
+    "benchmark": ("benchmark", "time and measure the memory of a training or inference step (FE-Net, SSFL-Recon)"),
+    "benchmark-methods": ("benchmark_methods", "train SSFL-Recon and the baselines with an equal budget and compare"),
     "demo": ("demo", "the main job: synthetic data, stage 1, stage 2, evaluation and report"),
 }
 

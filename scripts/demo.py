@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from data_loader import pipelines
-    from evaluation.evaluate import classical_methods, evaluate, model_method
+    from evaluation.evaluate import classical_methods, evaluate_split, model_method, report_lines
     from feature_learning.train import train_features
     from reconstruction.train import build_recon_model, train_recon
     from utils.config import load_config
@@ -84,20 +84,19 @@ def run(args: argparse.Namespace) -> int:
     model.load_weights(str(rc_run / WEIGHTS_NAME))
     methods = {**classical_methods(), "ssfl-recon": model_method(model)}
     accs = [float(a) for a in args.accelerations.split(",")]
-    summary = evaluate(lambda acc: pipelines.eval_cases(rc_cfg.data, "test", acc, seed=1234), methods, accs,
-                       out / "eval")
+    # the same code path as `ssfl-recon evaluate --split test --seed 1234` (per-case CSV, summary, figures)
+    result = evaluate_split(rc_cfg.data, methods, accs, out / "eval", split="test", seed=1234,
+                            settings={"weights": str(rc_run / WEIGHTS_NAME)})
     times["evaluation"] = time.time() - t
     times["total"] = time.time() - start
 
-    from evaluation.evaluate import markdown_table
-
     lines = ["# SSFL-Recon demo report", "",
              f"Synthetic data: size {rc_cfg.data.size} (T, X, Y, coils), {rc_cfg.data.subjects} subjects, "
-             f"test split held out. FE: {'dummy_weights' if args.pretrained else 'trained here'}.", "",
-             "## Results (mean ± std over test cases)", "", markdown_table(summary),
+             f"test split held out. FE: {'dummy_weights' if args.pretrained else 'trained here'}. "
+             "Evaluation files (per-case CSV, summary JSON, all figures): `eval/`.", "",
+             *report_lines(result, prefix="eval/"),
              "## Wall time per stage", "", "| stage | seconds |", "|---|---|",
              *[f"| {k} | {v:.0f} |" for k, v in times.items()], "",
-             "## Figures", "", *[f"![R={a:g}](eval/case_R{a:g}.png)" for a in accs], "",
              f"Loss curves: [stage 2]({Path(rc_run).resolve()}/loss.png)", ""]
     atomic_write_text(out / "report.md", "\n".join(lines))
     log.info("report: %s (total %.0f s)", out / "report.md", times["total"])

@@ -91,7 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix", default="synth",
                         help="subject name prefix; names are PREFIX_000, PREFIX_001, ... (default synth)")
     parser.add_argument("--png", type=Path, default=None,
-                        help="also save a figure of the first subject (frames, x-t profile, LV area, coil map)")
+                        help="also save a figure of the first subject (frames, x-t profile through the LV, phase, "
+                             "blood-pool areas, coil-map magnitudes)")
 
 
 def subject_seed(seed: int, index: int) -> int:
@@ -135,61 +136,29 @@ def assign_splits(names: list[str], fractions: Sequence[float], seed: int) -> di
 
 
 def save_phantom_png(path: Path, subject: dict[str, Any], name: str) -> None:
-    """Figure of one subject: four frames, an x-t profile through the LV, the LV area curve and one coil map.
+    """Figure of one subject: four frames, an x-t profile through the LV, the phase, blood-pool areas, coil maps.
 
     Args:
         path: PNG destination (written atomically).
         subject: output of :func:`data_loader.phantom.make_subject`.
         name: subject name for the title.
     """
-    import matplotlib
+    from evaluation.figures import save_phantom_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from utils.io import atomic_save
-
-    image = np.abs(subject["image"][0, ..., 0])  # (T, X, Y)
+    image = subject["image"][0, ..., 0]  # (T, X, Y) of the first slice
     meta = subject["slices_meta"][0]
     nt, nx, ny = image.shape
-    frames = np.unique(np.linspace(0, nt - 1, 4).round().astype(int))
-    cx = int(round(float(meta["heart_center"][:, 0].mean())))
-    cx = min(max(cx, 0), nx - 1)
-    fig = plt.figure(figsize=(13, 7), dpi=100)
-    try:
-        grid = fig.add_gridspec(2, 4)
-        for k, t in enumerate(frames):
-            ax = fig.add_subplot(grid[0, k])
-            ax.imshow(image[t], cmap="gray", vmin=0, vmax=1)
-            ax.axhline(cx, color="tab:red", lw=0.7, ls="--")
-            ax.set_title(f"frame {t} (contraction {meta['contraction'][t]:.2f})", fontsize=10)
-            ax.set_xlabel("y (phase encoding)")
-            ax.set_ylabel("x (readout)")
-        ax = fig.add_subplot(grid[1, :2])
-        ax.imshow(image[:, cx, :].T, cmap="gray", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
-        ax.set_title(f"x-t profile: line x = {cx} (dashed) through the LV over time", fontsize=10)
-        ax.set_xlabel("time frame")
-        ax.set_ylabel("y (phase encoding)")
-        ax = fig.add_subplot(grid[1, 2])
-        ax.plot(np.arange(nt), meta["lv_area"], "o-", label="LV blood pool")
-        ax.plot(np.arange(nt), meta["rv_area"], "s-", label="RV blood pool")
-        ax.set_title(f"blood-pool area (LV EF {meta['ejection_fraction']:.0%})", fontsize=10)
-        ax.set_xlabel("time frame")
-        ax.set_ylabel("area (pixels)")
-        ax.legend(fontsize=8)
-        ax = fig.add_subplot(grid[1, 3])
-        shown = ax.imshow(np.abs(subject["coil_maps"][0, 0, :, :, 0]), cmap="viridis", vmin=0, vmax=1)
-        ax.set_title("|coil map| of coil 0", fontsize=10)
-        ax.set_xlabel("y (phase encoding)")
-        ax.set_ylabel("x (readout)")
-        fig.colorbar(shown, ax=ax, fraction=0.046)
-        snr = subject["snr"]
-        fig.suptitle(f"synthetic cine subject {name}: T={nt}, {nx}x{ny}, C={subject['coil_maps'].shape[-1]}, "
-                     f"SNR {'inf' if snr is None else f'{snr:g} dB'}", fontsize=12)
-        fig.tight_layout()
-        atomic_save(path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
+    frames = np.unique(np.linspace(0, nt - 1, 4).round().astype(int)).tolist()
+    # the profile line goes through the mean LV centre, so the x-t image shows the wall motion
+    cx = min(max(int(round(float(meta["heart_center"][:, 0].mean()))), 0), nx - 1)
+    snr = subject["snr"]
+    save_phantom_figure(
+        path, image, subject["coil_maps"][0], profile_x=cx, frames=frames,
+        frame_captions=[f"frame {t} (contraction {meta['contraction'][t]:.2f})" for t in frames],
+        curves={"LV blood pool": meta["lv_area"], "RV blood pool": meta["rv_area"]},
+        curves_title=f"blood-pool area (LV EF {meta['ejection_fraction']:.0%})", curves_ylabel="area (pixels)",
+        title=f"synthetic cine subject {name}: T={nt}, {nx}x{ny}, C={subject['coil_maps'].shape[-1]}, "
+              f"SNR {'inf' if snr is None else f'{snr:g} dB'}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,8 +1,9 @@
-"""``ssfl-recon make-masks``: write a k-t sampling mask in the original text format (and optionally a PNG of it).
+"""``ssfl-recon make-masks``: write a k-t sampling mask in the original text format (and optionally pictures).
 
-Example::
+Examples::
 
     ssfl-recon make-masks --kind vista --ny 132 --nt 25 --acc 8 --seed 3 --out mask_VISTA_132x25_acc8_3.txt --png m.png
+    ssfl-recon make-masks --kind vista --ny 132 --nt 25 --acc 8 --out m.txt --compare-png all_kinds.png
 """
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from data_loader.masks import MASK_GENERATORS, effective_acceleration, generate_mask, write_mask_txt
-from utils.io import atomic_path
-
 logger = logging.getLogger(__name__)
 
 
@@ -34,7 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-center", type=int, default=None,
                         help="fully sampled central lines (equispaced, vd-random, gaussian; default: the "
                              "generator's own, e.g. 24 for equispaced)")
-    parser.add_argument("--png", type=Path, default=None, help="also save a picture of the ky-t pattern to this PNG")
+    parser.add_argument("--png", type=Path, default=None,
+                        help="also save a picture of the ky-t pattern and the fraction of frames sampling each ky")
+    parser.add_argument("--compare-png", type=Path, default=None,
+                        help="also save a picture comparing every mask kind (" + ", ".join(MASK_GENERATORS)
+                             + ") at the same ny, nt, R and seed (--num-center applies to the kinds that have it)")
 
 
 def save_mask_png(path: str | Path, mask: np.ndarray, title: str) -> None:
@@ -43,25 +46,39 @@ def save_mask_png(path: str | Path, mask: np.ndarray, title: str) -> None:
     Args:
         path: PNG destination.
         mask: (ny, nt) 0/1 array.
-        title: figure title.
+        title: figure title (the panel caption adds R_eff and lines per frame).
     """
-    import matplotlib
+    from evaluation.figures import save_mask_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    save_mask_figure(path, {title: mask})
 
-    ny, nt = mask.shape
-    fig, ax = plt.subplots(figsize=(min(12.0, 2.0 + 0.25 * nt), min(10.0, 2.0 + 0.04 * ny)), dpi=100)
-    try:
-        ax.imshow(mask, cmap="gray", vmin=0, vmax=1, aspect="auto", interpolation="nearest", origin="lower")
-        ax.set_xlabel("time frame")
-        ax.set_ylabel("ky")
-        ax.set_title(title)
-        fig.tight_layout()
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
+
+def compare_kinds(ny: int, nt: int, acc: float, seed: int, num_center: int | None = None,
+                  known: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """One mask of every registered kind at the same size, acceleration and seed.
+
+    Args:
+        ny: phase-encoding lines.
+        nt: frames.
+        acc: acceleration.
+        seed: seed (equispaced ignores it).
+        num_center: fully sampled centre lines for the kinds that take it (default: each generator's own).
+        known: masks already generated with these settings, by kind (not generated again).
+
+    Returns:
+        kind -> (ny, nt) mask, in the order of :data:`data_loader.masks.MASK_GENERATORS`.
+    """
+    masks = {}
+    for kind in MASK_GENERATORS:
+        if known and kind in known:
+            masks[kind] = known[kind]
+            continue
+        options = {} if num_center is None or kind == "vista" else {"num_center": num_center}
+        try:
+            masks[kind] = generate_mask(kind, ny, nt, acc, seed=seed, **options)
+        except ValueError as err:
+            raise ValueError(f"--compare-png: cannot make a {kind} mask with these settings: {err}") from err
+    return masks
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,8 +92,13 @@ def run(args: argparse.Namespace) -> int:
                 "%d of %d ky lines sampled in some frame", args.kind, args.ny, args.nt, args.acc, args.seed, args.out,
                 lines.min(), lines.max(), r_eff, int(mask.any(axis=1).sum()), args.ny)
     if args.png is not None:
-        title = (f"{args.kind} mask {args.ny}x{args.nt}, R={args.acc:g}, seed {args.seed}\n"
-                 f"effective acceleration {r_eff:.2f}")
-        save_mask_png(args.png, mask, title)
+        save_mask_png(args.png, mask, f"{args.kind} mask {args.ny}x{args.nt}, R={args.acc:g}, seed {args.seed}")
         logger.info("wrote picture %s", args.png)
+    if args.compare_png is not None:
+        from evaluation.figures import save_mask_figure
+
+        masks = compare_kinds(args.ny, args.nt, args.acc, args.seed, args.num_center, known={args.kind: mask})
+        save_mask_figure(args.compare_png, masks,
+                         title=f"k-t masks, {args.ny} ky lines x {args.nt} frames, R={args.acc:g}, seed {args.seed}")
+        logger.info("wrote comparison picture %s", args.compare_png)
     return 0

@@ -52,34 +52,118 @@ def _check_complex_input(layer: keras.layers.Layer, x: tf.Tensor, rank: int = 5)
         )
 
 
-def complex_conv3d(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
-    """Complex 'same' cross-correlation of x (B,T,X,Y,cin) with kernel (kt,kx,ky,cin,cout,2).
+CONV_DTYPES = (None, "float16", "bfloat16")
 
-    Four real convolutions combined as ``(rr - ii) + i (ir + ri)``. A single convolution on stacked [re, im]
-    channels has the same cost but sums in another order; keeping the original's order makes results
-    bit-identical to the published code, which matters because magnitude max-pooling turns 1e-7 differences
-    at near-ties into visibly different features.
-    """
+
+def _check_conv_dtype(conv_dtype: str | None) -> None:
+    if conv_dtype not in CONV_DTYPES:
+        raise ValueError(f"conv_dtype: expected one of {list(CONV_DTYPES)}, received {conv_dtype!r}")
+
+
+def _conv_same(a: tf.Tensor, w: tf.Tensor, conv_dtype: str | None = None) -> tf.Tensor:
+    """'same' real convolution; with ``conv_dtype`` its inputs are rounded to that type and the result is
+    returned in float32, so the complex combination that follows stays in float32 (mixed precision)."""
+    if conv_dtype is None:
+        return tf.nn.conv3d(a, w, strides=[1, 1, 1, 1, 1], padding="SAME")
+    out = tf.nn.conv3d(tf.cast(a, conv_dtype), tf.cast(w, conv_dtype), strides=[1, 1, 1, 1, 1], padding="SAME")
+    return tf.cast(out, a.dtype)
+
+
+def _complex_conv3d_forward(x: tf.Tensor, kernel: tf.Tensor, conv_dtype: str | None = None) -> tf.Tensor:
     w_re, w_im = kernel[..., 0], kernel[..., 1]
     x_re, x_im = tf.math.real(x), tf.math.imag(x)
 
     def conv(a, w):
-        return tf.nn.conv3d(a, w, strides=[1, 1, 1, 1, 1], padding="SAME")
+        return _conv_same(a, w, conv_dtype)
 
     return tf.complex(conv(x_re, w_re) - conv(x_im, w_im), conv(x_im, w_re) + conv(x_re, w_im))
 
 
+def _make_fast_grad_conv(conv_dtype: str | None):
+    def cast(t):
+        return t if conv_dtype is None else tf.cast(t, conv_dtype)
+
+    @tf.custom_gradient
+    def conv(x: tf.Tensor, kernel: tf.Tensor):
+        y = _complex_conv3d_forward(x, kernel, conv_dtype)
+
+        def grad(g):
+            # Both gradients are complex products of two bilinear maps; Gauss's trick computes each with three
+            # real (transposed) convolutions instead of four: (a+ib)(c+id) = (k1 - k3) + i(k1 + k2) with
+            # k1 = c(a+b), k2 = a(d-c), k3 = b(c+d).
+            g_re, g_im = tf.math.real(g), tf.math.imag(g)
+            x_re, x_im = tf.math.real(x), tf.math.imag(x)
+            w_re, w_im = kernel[..., 0], kernel[..., 1]
+            in_shape = tf.shape(x_re)
+            w_shape = tf.shape(w_re)
+
+            def back_input(a, w):
+                out = tf.raw_ops.Conv3DBackpropInputV2(input_sizes=in_shape, filter=cast(w), out_backprop=cast(a),
+                                                       strides=[1, 1, 1, 1, 1], padding="SAME")
+                return tf.cast(out, x_re.dtype)
+
+            def back_filter(a, b):
+                out = tf.raw_ops.Conv3DBackpropFilterV2(input=cast(a), filter_sizes=w_shape, out_backprop=cast(b),
+                                                        strides=[1, 1, 1, 1, 1], padding="SAME")
+                return tf.cast(out, kernel.dtype)
+
+            # dL/dx = conv^T(g, conj(W)): a = g_re, b = g_im, c = w_re, d = -w_im
+            k1 = back_input(g_re + g_im, w_re)
+            k2 = back_input(g_re, -w_im - w_re)
+            k3 = back_input(g_im, w_re - w_im)
+            dx = tf.complex(k1 - k3, k1 + k2)
+            # dL/dW = corr(conj(x), g): a = x_re, b = -x_im, c = g_re, d = g_im
+            f1 = back_filter(x_re - x_im, g_re)
+            f2 = back_filter(x_re, g_im - g_re)
+            f3 = back_filter(-x_im, g_re + g_im)
+            dw = tf.stack([f1 - f3, f1 + f2], axis=-1)
+            return dx, dw
+
+        return y, grad
+
+    return conv
+
+
+_FAST_GRAD_CONVS = {dtype: _make_fast_grad_conv(dtype) for dtype in CONV_DTYPES}
+
+
+def complex_conv3d(x: tf.Tensor, kernel: tf.Tensor, fast_grad: bool = True,
+                   conv_dtype: str | None = None) -> tf.Tensor:
+    """Complex 'same' cross-correlation of x (B,T,X,Y,cin) with kernel (kt,kx,ky,cin,cout,2).
+
+    Forward: four real convolutions combined as ``(rr - ii) + i (ir + ri)``. A single convolution on stacked
+    [re, im] channels has the same cost but sums in another order; keeping the original's order makes results
+    bit-identical to the published code, which matters because magnitude max-pooling turns 1e-7 differences
+    at near-ties into visibly different features.
+
+    Backward (``fast_grad``): three real convolutions per gradient instead of four (Gauss's complex product), the
+    same gradient up to float32 rounding; ``fast_grad=False`` differentiates the forward ops as they are.
+    ``conv_dtype`` ("float16"/"bfloat16") runs the real convolutions in that type (mixed precision); the
+    complex sums, and everything outside the convolutions, stay float32.
+    """
+    _check_conv_dtype(conv_dtype)
+    if fast_grad:
+        return _FAST_GRAD_CONVS[conv_dtype](x, kernel)
+    return _complex_conv3d_forward(x, kernel, conv_dtype)
+
+
 def complex_conv3d_transpose(x: tf.Tensor, kernel: tf.Tensor, output_shape: tf.Tensor,
-                             strides: Sequence[int]) -> tf.Tensor:
+                             strides: Sequence[int], conv_dtype: str | None = None) -> tf.Tensor:
     """Adjoint of :func:`complex_conv3d` with stride: transposed convolution with ``conj(W)``.
 
-    x (B,T,X,Y,cin), kernel (kt,kx,ky,cout,cin,2) (TF transposed-conv layout), output_shape (B,T',X',Y',cout).
+    x (B,T,X,Y,cin), kernel (kt,kx,ky,cout,cin,2) (TF transposed-conv layout), output_shape (B,T',X',Y',cout);
+    ``conv_dtype`` as in :func:`complex_conv3d`.
     """
+    _check_conv_dtype(conv_dtype)
     w_re, w_im = kernel[..., 0], kernel[..., 1]
     x_re, x_im = tf.math.real(x), tf.math.imag(x)
 
     def conv_t(a, w):
-        return tf.nn.conv3d_transpose(a, w, output_shape, strides=[1, *strides, 1], padding="SAME")
+        if conv_dtype is None:
+            return tf.nn.conv3d_transpose(a, w, output_shape, strides=[1, *strides, 1], padding="SAME")
+        out = tf.nn.conv3d_transpose(tf.cast(a, conv_dtype), tf.cast(w, conv_dtype), output_shape,
+                                     strides=[1, *strides, 1], padding="SAME")
+        return tf.cast(out, a.dtype)
 
     # (x_re + i x_im) * (w_re - i w_im)
     return tf.complex(conv_t(x_re, w_re) + conv_t(x_im, w_im), conv_t(x_im, w_re) - conv_t(x_re, w_im))
@@ -100,6 +184,37 @@ class ComplexGlorotUniform(keras.initializers.Initializer):
 
     def get_config(self):
         return {"seed": self.seed}
+
+
+@tf.custom_gradient
+def modrelu(x: tf.Tensor, bias: tf.Tensor):
+    """``relu(|z| + b) * z / |z|`` with ``|z| = sqrt(|z|^2 + 1e-9)``; x (…, C) complex, bias (C,) real.
+
+    The forward keeps the original's operation order (bit-equal outputs). The backward is written out, which
+    saves the many broadcast intermediates that automatic differentiation of the complex ops keeps: with
+    ``h = g / m``, ``g = relu(m + b)``, ``r = Re(conj(G) z)`` it is
+    ``dL/dz = h G - b 1[m + b > 0] r z / m^3`` and ``dL/db = sum 1[m + b > 0] r / m``.
+    """
+    magnitude = tf.sqrt(tf.math.real(tf.math.conj(x) * x) + MODRELU_EPS)
+    gain = tf.nn.relu(magnitude + bias)
+    y = tf.cast(gain, x.dtype) * (x / tf.cast(magnitude, x.dtype))
+
+    def grad(g):
+        # Only x is kept for the backward pass: the magnitude is recomputed (written with other ops than the
+        # forward so graph optimisation does not merge the two and keep the forward's intermediates alive).
+        x_re, x_im = tf.math.real(x), tf.math.imag(x)
+        g_re, g_im = tf.math.real(g), tf.math.imag(g)
+        inv_m = tf.math.rsqrt(tf.square(x_re) + tf.square(x_im) + MODRELU_EPS)
+        shifted = 1.0 + bias * inv_m  # (m + b) / m
+        active = tf.cast(shifted > 0, shifted.dtype)
+        h = tf.nn.relu(shifted)  # g / m
+        r = g_re * x_re + g_im * x_im
+        k = -bias * active * r * (inv_m * inv_m * inv_m)
+        dx = tf.complex(h * g_re + k * x_re, h * g_im + k * x_im)
+        db = tf.reduce_sum(tf.reshape(active * r * inv_m, [-1, tf.shape(bias)[0]]), axis=0)
+        return dx, db
+
+    return y, grad
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -124,10 +239,7 @@ class ModReLU(keras.layers.Layer):
         )
 
     def call(self, x):
-        magnitude = tf.sqrt(tf.math.real(tf.math.conj(x) * x) + MODRELU_EPS)
-        gain = tf.nn.relu(magnitude + tf.cast(self.bias, magnitude.dtype))
-        # Same operation order as the original (complex product with the unit phasor) for bit-equal outputs.
-        return tf.cast(gain, x.dtype) * (x / tf.cast(magnitude, x.dtype))
+        return modrelu(x, tf.cast(self.bias, x.dtype.real_dtype))
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -152,10 +264,12 @@ class ComplexConv3D(keras.layers.Layer):
     """
 
     def __init__(self, filters: int, kernel_size: int | Sequence[int] = 3, use_bias: bool = True,
-                 kernel_initializer="complex_glorot", **kwargs):
+                 kernel_initializer="complex_glorot", conv_dtype: str | None = None, **kwargs):
         super().__init__(**kwargs)
         if int(filters) < 1:
             raise ValueError(f"filters: expected a positive integer, received {filters!r}")
+        _check_conv_dtype(conv_dtype)
+        self.conv_dtype = conv_dtype
         self.filters = int(filters)
         self.kernel_size = _triple(kernel_size, "kernel_size")
         self.use_bias = bool(use_bias)
@@ -178,7 +292,7 @@ class ComplexConv3D(keras.layers.Layer):
 
     def call(self, x):
         _check_complex_input(self, x)
-        y = complex_conv3d(x, tf.cast(self.kernel, x.dtype.real_dtype))
+        y = complex_conv3d(x, tf.cast(self.kernel, x.dtype.real_dtype), conv_dtype=self.conv_dtype)
         if self.use_bias:
             bias = tf.cast(self.bias, x.dtype.real_dtype)
             y = y + tf.complex(bias[:, 0], bias[:, 1])
@@ -191,6 +305,7 @@ class ComplexConv3D(keras.layers.Layer):
         return {
             **super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
             "use_bias": self.use_bias, "kernel_initializer": self.kernel_initializer,
+            "conv_dtype": self.conv_dtype,
         }
 
 
@@ -239,7 +354,8 @@ class ComplexConv3DTranspose(ComplexConv3D):
             shape[0], shape[1] * self.strides[0], shape[2] * self.strides[1], shape[3] * self.strides[2],
             self.filters,
         ])
-        y = complex_conv3d_transpose(x, tf.cast(self.kernel, x.dtype.real_dtype), out_shape, self.strides)
+        y = complex_conv3d_transpose(x, tf.cast(self.kernel, x.dtype.real_dtype), out_shape, self.strides,
+                                     self.conv_dtype)
         if self.use_bias:
             bias = tf.cast(self.bias, x.dtype.real_dtype)
             y = y + tf.complex(bias[:, 0], bias[:, 1])
@@ -253,6 +369,73 @@ class ComplexConv3DTranspose(ComplexConv3D):
 
     def get_config(self):
         return {**super().get_config(), "strides": self.strides, "activation": self.activation_name}
+
+
+_NORM_AXES = [1, 2, 3]
+
+
+def _whitening(v_rr: tf.Tensor, v_ii: tf.Tensor, v_ri: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Closed-form inverse square root (w_rr, w_ii, w_ri) of the SPD matrix [[v_rr, v_ri], [v_ri, v_ii]]; the
+    order of the operations follows the original so results are bit-equal."""
+    sqrt_det = tf.sqrt(v_rr * v_ii - v_ri * v_ri)
+    denom = sqrt_det * tf.sqrt(v_rr + 2.0 * sqrt_det + v_ii)
+    return (v_ii + sqrt_det) / denom, (v_rr + sqrt_det) / denom, -v_ri / denom
+
+
+def complex_instance_norm(x: tf.Tensor, epsilon: float = 1e-4) -> tf.Tensor:
+    """Complex instance normalisation of x (B,T,X,Y,C): centre over (T,X,Y), whiten the 2x2 covariance.
+
+    The backward pass is written out (:func:`_instance_norm_grad`): automatic differentiation of the forward
+    broadcasts every per-channel statistic back to full size, which dominated the layer's cost.
+    """
+    @tf.custom_gradient
+    def norm(x):
+        x = x - tf.reduce_mean(x, axis=_NORM_AXES, keepdims=True)
+        re = tf.math.real(x)
+        im = tf.math.imag(x)
+
+        def variance(v):
+            return tf.reduce_mean(tf.square(v - tf.reduce_mean(v, axis=_NORM_AXES, keepdims=True)),
+                                  axis=_NORM_AXES, keepdims=True)
+
+        v_rr = variance(re) + epsilon
+        v_ii = variance(im) + epsilon
+        v_ri = tf.reduce_mean(re * im, axis=_NORM_AXES, keepdims=True)
+        w_rr, w_ii, w_ri = _whitening(v_rr, v_ii, v_ri)
+        y = tf.complex(re * w_rr + im * w_ri, re * w_ri + im * w_ii)
+
+        def grad(g):
+            return _instance_norm_grad(g, re, im, (v_rr, v_ii, v_ri), (w_rr, w_ii, w_ri))
+
+        return y, grad
+
+    return norm(x)
+
+
+def _instance_norm_grad(g, re, im, variances, weights):
+    """Gradient of :func:`complex_instance_norm` w.r.t. its input, from the centred parts ``re``, ``im``.
+
+    y = W c with c = x - mean(x) and W = Sigma^(-1/2)(v_rr, v_ii, v_ri). The statistics' gradients come from
+    differentiating the tiny per-channel function W(v); their effect on every element is
+    d v_rr / d re = 2 re / N, d v_ii / d im = 2 im / N, d v_ri = (im d re + re d im) / N; the centring
+    subtracts the mean of the gradient.
+    """
+    g_re, g_im = tf.math.real(g), tf.math.imag(g)
+    w_rr, w_ii, w_ri = weights
+    d_wrr = tf.reduce_sum(g_re * re, axis=_NORM_AXES, keepdims=True)
+    d_wii = tf.reduce_sum(g_im * im, axis=_NORM_AXES, keepdims=True)
+    d_wri = tf.reduce_sum(g_re * im + g_im * re, axis=_NORM_AXES, keepdims=True)
+    with tf.GradientTape() as tape:
+        tape.watch(variances)
+        w = _whitening(*variances)
+    a_rr, a_ii, a_ri = tape.gradient(w, variances, output_gradients=[d_wrr, d_wii, d_wri])
+    shape = tf.shape(re)
+    n = tf.cast(shape[1] * shape[2] * shape[3], re.dtype)
+    p_rr, p_ii, q = 2.0 * a_rr / n, 2.0 * a_ii / n, a_ri / n
+    d_re = g_re * w_rr + g_im * w_ri + re * p_rr + im * q
+    d_im = g_re * w_ri + g_im * w_ii + im * p_ii + re * q
+    d_x = tf.complex(d_re, d_im)
+    return d_x - tf.reduce_mean(d_x, axis=_NORM_AXES, keepdims=True)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -272,26 +455,7 @@ class ComplexInstanceNorm(keras.layers.Layer):
 
     def call(self, x):
         _check_complex_input(self, x)
-        axes = [1, 2, 3]
-        x = x - tf.reduce_mean(x, axis=axes, keepdims=True)
-        re = tf.math.real(x)
-        im = tf.math.imag(x)
-
-        def variance(v):
-            return tf.reduce_mean(tf.square(v - tf.reduce_mean(v, axis=axes, keepdims=True)), axis=axes,
-                                  keepdims=True)
-
-        v_rr = variance(re) + self.epsilon
-        v_ii = variance(im) + self.epsilon
-        v_ri = tf.reduce_mean(re * im, axis=axes, keepdims=True)
-        # Closed-form inverse square root of the SPD matrix [[v_rr, v_ri], [v_ri, v_ii]]; the order of the
-        # operations follows the original so results are bit-equal.
-        sqrt_det = tf.sqrt(v_rr * v_ii - v_ri * v_ri)
-        denom = sqrt_det * tf.sqrt(v_rr + 2.0 * sqrt_det + v_ii)
-        w_rr = (v_ii + sqrt_det) / denom
-        w_ii = (v_rr + sqrt_det) / denom
-        w_ri = -v_ri / denom
-        return tf.complex(re * w_rr + im * w_ri, re * w_ri + im * w_ii)
+        return complex_instance_norm(x, self.epsilon)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -11,6 +11,7 @@ from utils.config import ConfigError
 
 DATA_SOURCES = ("synthetic", "original", "h5")
 FEATURE_METHODS = ("vicreg", "contrastive")
+DISTRIBUTE_STRATEGIES = ("none", "mirrored", "multi_worker")  # utils/distribute.py
 
 
 @dataclass
@@ -88,6 +89,18 @@ class ModelConfig:
     num_iter: unrolled iterations. filters, num_levels, layers_per_level, kernel_size_2d, kernel_size_t,
     pool_size: the complex 2D+t UNet. feature_method: ``vicreg`` | ``contrastive``. feature_loss: ``original`` |
     ``standard`` (stage 1). recon_loss: ``original`` | ``normalized`` (stage 2). projector_units: MLP width.
+
+    method: what ``train-recon`` trains (``reconstruction/methods.py``): ``ssfl-recon`` (the paper; FE from
+    ``feature_method``), ``supervised`` (the unrolled net without features, loss to the fully sampled image),
+    ``ssdu`` (k-space splitting), ``ei`` (equivariant imaging with ``ei_transform``), ``ei-r`` (EI, rotations),
+    ``ddei`` (EI, ``(diffeo | rotate) | time-shift``), ``dual-unet`` (dual 2D UNet + 3D ResNet, supervised).
+    supervised_loss: ``mse`` | ``l1`` (supervised, dual-unet). ssdu_split_ratio: fraction of the acquired k-space
+    kept for data consistency (0.6; the held-out 0.4 is SSDU's rho). ssdu_split: ``uniform`` | ``gaussian``
+    selection of the held-out points. ssdu_center_lines: central ky lines always kept for data consistency.
+    ei_transform: transform of method ``ei`` (``time-shift``, ``rotate``, ``diffeo``, ``ddei``, ``ddei-chain``).
+    ei_weight: weight of the equivariance loss. train_accelerations: R values of the training masks of the
+    baselines (supervised, ssdu, ei*); empty = the acquisition (``data.mask_kind`` at ``data.start_r``, seed 10).
+    dual_unet_filters / dual_unet_levels: the dual-UNet's first-level channels (64 in its project) and levels (4).
     """
 
     num_iter: int = 2
@@ -101,8 +114,29 @@ class ModelConfig:
     feature_loss: str = "original"
     recon_loss: str = "original"
     projector_units: int = 64
+    method: str = "ssfl-recon"
+    supervised_loss: str = "mse"
+    ssdu_split_ratio: float = 0.6
+    ssdu_split: str = "gaussian"
+    ssdu_center_lines: int = 4
+    ei_transform: str = "time-shift"
+    ei_weight: float = 1.0
+    train_accelerations: list[float] = field(default_factory=list)
+    dual_unet_filters: int = 64
+    dual_unet_levels: int = 4
 
     def validate(self) -> None:
+        methods = ("ssfl-recon", "supervised", "ssdu", "ei", "ei-r", "ddei", "dual-unet")
+        if self.method not in methods:
+            raise ConfigError(f"model.method: expected one of {list(methods)}, got {self.method!r}")
+        if self.supervised_loss not in ("mse", "l1"):
+            raise ConfigError(f"model.supervised_loss: expected 'mse' or 'l1', got {self.supervised_loss!r}")
+        if not 0.0 < self.ssdu_split_ratio < 1.0:
+            raise ConfigError(f"model.ssdu_split_ratio: expected a number in (0, 1), got {self.ssdu_split_ratio}")
+        if self.ssdu_split not in ("uniform", "gaussian"):
+            raise ConfigError(f"model.ssdu_split: expected 'uniform' or 'gaussian', got {self.ssdu_split!r}")
+        if any(r < 1.0 for r in self.train_accelerations):
+            raise ConfigError(f"model.train_accelerations: expected R values >= 1, got {self.train_accelerations}")
         if self.feature_method not in FEATURE_METHODS:
             raise ConfigError(f"model.feature_method: expected one of {list(FEATURE_METHODS)}, "
                               f"got {self.feature_method!r}")
@@ -113,10 +147,11 @@ class ModelConfig:
         if self.num_iter < 1:
             raise ConfigError(f"model.num_iter: expected >= 1, got {self.num_iter}")
 
-    def unet_kwargs(self) -> dict:
+    def unet_kwargs(self, mixed_precision: bool = False) -> dict:
+        """UNet arguments; ``mixed_precision`` runs its convolutions in float16."""
         return dict(filters=self.filters, num_levels=self.num_levels, layers_per_level=self.layers_per_level,
                     kernel_size_2d=tuple(self.kernel_size_2d), kernel_size_t=tuple(self.kernel_size_t),
-                    pool_size=tuple(self.pool_size))
+                    pool_size=tuple(self.pool_size), conv_dtype="float16" if mixed_precision else None)
 
 
 @dataclass
@@ -127,8 +162,15 @@ class TrainConfig:
     val_steps: validation examples per epoch (0 = none). learning_rate: Adam step (4e-4 as the original).
     batch_size: examples per step (1 for the feature models: their MLP treats time frames as the batch).
     seed: weights/shuffling seed. run_dir: output folder (``runs/<name>``). jit_compile: XLA-compile the step.
+    recompute: gradient checkpointing: keep only each unrolled iteration's input and recompute its activations in
+    the backward pass (memory grows with one iteration instead of all; about one extra forward pass of time).
+    mixed_precision: run the convolutions in float16 (``mixed_float16``; for GPUs, complex arithmetic, data
+    consistency and losses stay float32).
     pretrained_fe: stage-2 only: FE weights (our ``.weights.h5``, a stage-1 run folder, or an original TF
     checkpoint prefix such as ``weights001.tf``); empty = random FE (warned).
+    distribute: data-parallel training (``utils/distribute.py``): ``none`` (one device), ``mirrored`` (every GPU
+    of this machine) or ``multi_worker`` (several machines, ``TF_CONFIG``). Each replica takes its own
+    ``batch_size`` (1 for the feature models), one step averages the replicas' gradients; only the chief writes.
     """
 
     epochs: int = 200
@@ -139,9 +181,15 @@ class TrainConfig:
     seed: int = 0
     run_dir: str = "runs/run"
     jit_compile: bool = False
+    recompute: bool = False
+    mixed_precision: bool = False
     pretrained_fe: str = ""
+    distribute: str = "none"
 
     def validate(self) -> None:
+        if self.distribute not in DISTRIBUTE_STRATEGIES:
+            raise ConfigError(f"train.distribute: expected one of {list(DISTRIBUTE_STRATEGIES)}, "
+                              f"got {self.distribute!r}")
         if self.epochs < 1:
             raise ConfigError(f"train.epochs: expected >= 1, got {self.epochs}")
         if self.learning_rate <= 0:

@@ -45,8 +45,8 @@ class _Stage(keras.layers.Layer):
         return x
 
 
-def _conv_block(filters: int, kernel_size) -> list[keras.layers.Layer]:
-    return [ComplexConv3D(filters, kernel_size), ComplexInstanceNorm(), ModReLU()]
+def _conv_block(filters: int, kernel_size, conv_dtype: str | None) -> list[keras.layers.Layer]:
+    return [ComplexConv3D(filters, kernel_size, conv_dtype=conv_dtype), ComplexInstanceNorm(), ModReLU()]
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -62,6 +62,7 @@ class ComplexUNet2Dt(keras.layers.Layer):
         pool_size: down/up-sampling factors (t, x, y).
         output_channels: channels of the output convolution.
         feature_channels: channels of an external feature concatenated at the bottleneck (0: none).
+        conv_dtype: None (float32) or "float16"/"bfloat16" for the convolutions (mixed precision).
         **kwargs: passed to ``keras.layers.Layer``.
 
     Call: ``unet(x)`` or ``unet(x, feature)`` with x complex (B,T,X,Y,C) and feature complex
@@ -71,7 +72,7 @@ class ComplexUNet2Dt(keras.layers.Layer):
     def __init__(self, filters: int = 12, num_levels: int = 2, layers_per_level: int = 1,
                  kernel_size_2d: Sequence[int] = (1, 5, 5), kernel_size_t: Sequence[int] = (3, 1, 1),
                  pool_size: Sequence[int] = (2, 2, 2), output_channels: int = 1, feature_channels: int = 0,
-                 **kwargs):
+                 conv_dtype: str | None = None, **kwargs):
         super().__init__(**kwargs)
         if num_levels < 1 or layers_per_level < 1 or filters < 1:
             raise ValueError(
@@ -86,21 +87,22 @@ class ComplexUNet2Dt(keras.layers.Layer):
         self.pool_size = tuple(int(p) for p in pool_size)
         self.output_channels = int(output_channels)
         self.feature_channels = int(feature_channels)
+        self.conv_dtype = conv_dtype
         self.pad_factors = tuple(p ** self.num_levels for p in self.pool_size)
 
         self.encoder = []
         for level in range(self.num_levels):
             ops = []
             for _ in range(self.layers_per_level):
-                ops += _conv_block(self.filters * 2 ** level, self.kernel_size_2d)
-                ops += _conv_block(self.filters * 2 ** level, self.kernel_size_t)
+                ops += _conv_block(self.filters * 2 ** level, self.kernel_size_2d, conv_dtype)
+                ops += _conv_block(self.filters * 2 ** level, self.kernel_size_t, conv_dtype)
             ops.append(MagnitudeMaxPool3D(self.pool_size))
             self.encoder.append(_Stage(ops, name=f"encoder_{level}"))
 
         ops = []
         for _ in range(self.layers_per_level):
-            ops += _conv_block(self.filters * 2 ** self.num_levels, self.kernel_size_2d)
-            ops += _conv_block(self.filters * 2 ** self.num_levels, self.kernel_size_t)
+            ops += _conv_block(self.filters * 2 ** self.num_levels, self.kernel_size_2d, conv_dtype)
+            ops += _conv_block(self.filters * 2 ** self.num_levels, self.kernel_size_t, conv_dtype)
         ops.append(self._up(self.filters * 2 ** (self.num_levels - 1)))
         self.bottleneck = _Stage(ops, name="bottleneck")
 
@@ -108,15 +110,16 @@ class ComplexUNet2Dt(keras.layers.Layer):
         for level in range(self.num_levels - 1, -1, -1):
             ops = []
             for _ in range(self.layers_per_level):
-                ops += _conv_block(self.filters * 2 ** level, self.kernel_size_t)
-                ops += _conv_block(self.filters * 2 ** level, self.kernel_size_2d)
+                ops += _conv_block(self.filters * 2 ** level, self.kernel_size_t, conv_dtype)
+                ops += _conv_block(self.filters * 2 ** level, self.kernel_size_2d, conv_dtype)
             if level > 0:
                 ops.append(self._up(self.filters * 2 ** (level - 1)))
             self.decoder.append(_Stage(ops, name=f"decoder_{self.num_levels - 1 - level}"))
-        self.out_layer = ComplexConv3D(self.output_channels, (1, 1, 1), name="out_layer")
+        self.out_layer = ComplexConv3D(self.output_channels, (1, 1, 1), conv_dtype=conv_dtype, name="out_layer")
 
     def _up(self, filters: int) -> ComplexConv3DTranspose:
-        return ComplexConv3DTranspose(filters, (1, 1, 1), strides=self.pool_size, activation="modrelu")
+        return ComplexConv3DTranspose(filters, (1, 1, 1), strides=self.pool_size, activation="modrelu",
+                                      conv_dtype=self.conv_dtype)
 
     @property
     def bottleneck_channels(self) -> int:
@@ -165,6 +168,11 @@ class ComplexUNet2Dt(keras.layers.Layer):
                 feature = tf.zeros([b, 1, 1, 1, self.feature_channels], tf.complex64)
             encoded, skips, paddings = self.encode(x)
             self.decode(encoded, skips, paddings, feature)
+            # encode() runs the encoder stages' ops one by one (the skip is taken before the pooling), so the stage
+            # containers are never called and would stay unbuilt; Keras' fit under a tf.distribute strategy would
+            # then build the model by calling it on a training batch.
+            for stage in self.encoder:
+                stage.built = True
 
     def get_config(self):
         return {
@@ -172,6 +180,7 @@ class ComplexUNet2Dt(keras.layers.Layer):
             "layers_per_level": self.layers_per_level, "kernel_size_2d": self.kernel_size_2d,
             "kernel_size_t": self.kernel_size_t, "pool_size": self.pool_size,
             "output_channels": self.output_channels, "feature_channels": self.feature_channels,
+            "conv_dtype": self.conv_dtype,
         }
 
     def original_variables(self) -> dict[str, keras.Variable]:

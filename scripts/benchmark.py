@@ -1,0 +1,301 @@
+"""``ssfl-recon benchmark``: step time and peak memory of the FE-Net and SSFL-Recon, training or inference.
+
+One configuration per process (peak resident memory is a per-process high-water mark, so every configuration of a
+sweep runs in a fresh subprocess):
+
+* ``--model fe-vicreg|fe-contrastive|ssfl-recon``, ``--mode train|infer``, ``--size T,X,Y,C`` (batch 1);
+* ``--exec eager`` (plain Python calls), ``graph`` (``tf.function``, what ``fit`` runs) or ``jit``
+  (``tf.function(jit_compile=True)``, XLA);
+* ``--recompute`` recomputes each unrolled iteration's activations in the backward pass (gradient checkpointing);
+* ``--mixed-precision`` runs the convolutions in float16 (GPU option; complex arithmetic stays float32);
+* ``--pipeline`` also times the matching tf.data pipeline on synthetic data of the same size and reports its
+  seconds per example as a fraction of the step time.
+
+Inputs are random tensors of the requested size (as the original dummy loaders): timing does not depend on values.
+The JSON has ``step_s`` (median over ``--steps`` after ``--warmup``), ``steps_s`` (all), ``peak_rss_gib`` (process
+high-water mark, including TensorFlow itself), ``rss_before_gib`` (after building, before the first step) and
+``gpu_peak_gib`` on GPU. ``--sweep small|original|all`` runs a grid of configurations and writes a markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MODELS = ("fe-vicreg", "fe-contrastive", "ssfl-recon")
+MODES = ("train", "infer")
+EXECS = ("eager", "graph", "jit")
+SMALL = (12, 96, 72, 8)
+ORIGINAL = (25, 176, 132, 15)
+
+
+def parse_size(text: str) -> tuple[int, int, int, int]:
+    try:
+        size = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        size = ()
+    if len(size) != 4 or min(size) < 1:
+        raise ValueError(f"--size: expected T,X,Y,C (four positive integers), got {text!r}")
+    return size  # type: ignore[return-value]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", choices=MODELS, default="fe-vicreg", help="network to time")
+    parser.add_argument("--mode", choices=MODES, default="train", help="training step or inference")
+    parser.add_argument("--size", default="12,96,72,8", help="T,X,Y,C of one example (batch 1)")
+    parser.add_argument("--exec", dest="exec_mode", choices=EXECS, default="graph",
+                        help="eager: Python calls; graph: tf.function; jit: tf.function(jit_compile=True)")
+    parser.add_argument("--num-iter", type=int, default=2, help="unrolled iterations (2 as the paper)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps (the median is reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (tracing, allocator warm-up)")
+    parser.add_argument("--recompute", action="store_true",
+                        help="gradient checkpointing: recompute each unrolled iteration in the backward pass")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="float16 convolutions with loss scaling (meant for GPUs; complex sums stay float32)")
+    parser.add_argument("--pipeline", action="store_true",
+                        help="also time the matching tf.data pipeline on synthetic data of this size")
+    parser.add_argument("--data-root", default="",
+                        help="synthetic data folder for --pipeline (default: a temporary folder)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of inputs and weights")
+    parser.add_argument("--json", default="", help="write the result to this JSON file")
+    parser.add_argument("--sweep", choices=("small", "original", "all"), default=None,
+                        help="run a grid of configurations, one subprocess each, and write a markdown table")
+    parser.add_argument("--out", default="runs/benchmark", help="sweep output folder (results.json, table.md)")
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+def random_view(rng, size, with_image: bool = True) -> dict:
+    import numpy as np
+    import tensorflow as tf
+
+    t, x, y, c = size
+
+    def cplx(*shape):
+        return tf.constant((rng.random(shape) + 1j * rng.random(shape)).astype(np.complex64))
+
+    view = {"y": cplx(1, t, x, y, c), "mask": tf.constant((rng.random((1, t, 1, y, 1)) < 0.3).astype(np.float32))}
+    if with_image:
+        view["x"] = cplx(1, t, x, y, 1)
+    view["coil_maps"] = cplx(1, 1, x, y, c)
+    return view
+
+
+def build(args, size):
+    """Model, the function to time and its argument."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from utils.schema import ExperimentConfig
+
+    rng = np.random.default_rng(args.seed)
+    keras.utils.set_random_seed(args.seed)
+    cfg = ExperimentConfig()
+    cfg.train.mixed_precision = bool(args.mixed_precision)
+    cfg.model.num_iter = args.num_iter
+    cfg.train.recompute = bool(args.recompute)
+    if args.model.startswith("fe-"):
+        from feature_learning.train import build_feature_model
+
+        cfg.stage = "features"
+        cfg.model.feature_method = args.model[3:]
+        model = build_feature_model(cfg)
+        if args.mode == "train":
+            views = [random_view(rng, size) for _ in range(model.num_views)]
+            data = {"views": views}
+        else:
+            view = random_view(rng, size)
+            data = view
+    else:
+        from reconstruction.train import build_recon_model
+
+        cfg.stage = "recon"
+        model = build_recon_model(cfg)
+        if args.mode == "train":
+            v1, v2 = random_view(rng, size), random_view(rng, size)
+            data = {"view1": {k: v1[k] for k in ("x", "y", "mask")},
+                    "view2": {k: v2[k] for k in ("x", "y", "mask")}, "coil_maps": v1["coil_maps"]}
+        else:
+            data = random_view(rng, size)
+    if args.mode == "train":
+        from feature_learning.train import compile_model
+
+        compile_model(model, cfg)
+        fn = model.train_step
+    elif args.model.startswith("fe-"):
+        def fn(inputs):
+            return model(inputs, training=False)
+    else:
+        def fn(inputs):
+            return model(inputs, training=False)
+    if args.exec_mode == "graph":
+        fn = tf.function(fn)
+    elif args.exec_mode == "jit":
+        fn = tf.function(fn, jit_compile=True)
+    return model, fn, data
+
+
+def _gib(kib: float) -> float:
+    return kib / 2**20
+
+
+def _rss_gib() -> float:
+    try:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except OSError:
+        return float("nan")
+
+
+def _block(out) -> None:
+    import tensorflow as tf
+
+    for leaf in tf.nest.flatten(out):
+        if hasattr(leaf, "numpy"):
+            leaf.numpy()
+
+
+def time_pipeline_for(args, size, root: str) -> float:
+    from data_loader import pipelines
+    from utils.schema import DataConfig
+
+    cfg = DataConfig(root=root, size=list(size), subjects=5, seed=args.seed)
+    pipelines.ensure_synthetic_data(cfg)
+    if args.model == "ssfl-recon":
+        ds = pipelines.recon_dataset(cfg, "train", seed=args.seed)
+    else:
+        ds = pipelines.feature_dataset(cfg, args.model[3:], "train", seed=args.seed)
+    return pipelines.time_pipeline(ds, n=20, warmup=3)
+
+
+def run_one(args) -> dict:
+    import tensorflow as tf
+
+    size = parse_size(args.size)
+    if args.steps < 1 or args.warmup < 0:
+        raise ValueError(f"--steps must be >= 1 and --warmup >= 0, got {args.steps}, {args.warmup}")
+    model, fn, data = build(args, size)
+    rss_before = _rss_gib()
+    start = time.perf_counter()
+    for _ in range(args.warmup):
+        _block(fn(data))
+    warmup_s = time.perf_counter() - start
+    peak_warmup = _gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    times = []
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        _block(fn(data))
+        times.append(time.perf_counter() - t0)
+    result = {
+        "model": args.model, "mode": args.mode, "exec": args.exec_mode, "size": list(size),
+        "num_iter": args.num_iter, "recompute": bool(args.recompute), "mixed_precision": bool(args.mixed_precision),
+        "step_s": statistics.median(times), "steps_s": times, "warmup_s": warmup_s,
+        "peak_rss_gib": _gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
+        "rss_before_gib": rss_before, "peak_rss_warmup_gib": peak_warmup, "rss_end_gib": _rss_gib(), "params": int(sum(int(tf.size(v)) for v in model.trainable_variables)),
+        "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
+        "cpu_count": os.cpu_count(), "tensorflow": tf.__version__, "python": platform.python_version(),
+    }
+    if result["device"] == "GPU":
+        info = tf.config.experimental.get_memory_info("GPU:0")
+        result["gpu_peak_gib"] = info["peak"] / 2**30
+    if args.pipeline:
+        if args.data_root:
+            per_example = time_pipeline_for(args, size, args.data_root)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                per_example = time_pipeline_for(args, size, tmp)
+        result["pipeline_s_per_example"] = per_example
+        result["pipeline_fraction_of_step"] = per_example / result["step_s"]
+    return result
+
+
+# ------------------------------------------------------------------------------------------------- sweep
+def sweep_grid(which: str) -> list[dict]:
+    grid = []
+    if which in ("small", "all"):
+        size = ",".join(map(str, SMALL))
+        for model in MODELS:
+            for execm in EXECS:
+                grid.append({"model": model, "mode": "train", "size": size, "exec": execm})
+            grid.append({"model": model, "mode": "infer", "size": size, "exec": "graph"})
+        grid.append({"model": "ssfl-recon", "mode": "train", "size": size, "exec": "graph", "recompute": True})
+    if which in ("original", "all"):
+        size = ",".join(map(str, ORIGINAL))
+        for model in MODELS:
+            grid.append({"model": model, "mode": "train", "size": size, "exec": "graph"})
+        grid.append({"model": "ssfl-recon", "mode": "train", "size": size, "exec": "graph", "recompute": True})
+        grid.append({"model": "ssfl-recon", "mode": "infer", "size": size, "exec": "graph"})
+    return grid
+
+
+def markdown(results: list[dict]) -> str:
+    lines = ["| model | mode | size T,X,Y,C | exec | options | step (s) | peak RSS (GiB) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['mode']} | {r['size']} | {r['exec']} | "
+                         f"{r.get('options', '')} | failed: {r['error']} | |")
+            continue
+        opts = ", ".join(k for k in ("recompute", "mixed_precision") if r.get(k)) or "-"
+        size = ",".join(map(str, r["size"]))
+        lines.append(f"| {r['model']} | {r['mode']} | {size} | {r['exec']} | {opts} | {r['step_s']:.3f} | "
+                     f"{r['peak_rss_gib']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_sweep(args) -> int:
+    from utils.io import atomic_write_text
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for item in sweep_grid(args.sweep):
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
+            json_path = fh.name
+        cmd = [sys.executable, "-m", "scripts.cli", "benchmark", "--model", item["model"], "--mode", item["mode"],
+               "--size", item["size"], "--exec", item["exec"], "--steps", str(args.steps),
+               "--warmup", str(args.warmup), "--num-iter", str(args.num_iter), "--json", json_path]
+        if item.get("recompute"):
+            cmd.append("--recompute")
+        log.info("running %s", " ".join(cmd[3:]))
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+        if proc.returncode == 0:
+            results.append(json.loads(Path(json_path).read_text()))
+            log.info("  step %.3f s, peak RSS %.2f GiB", results[-1]["step_s"], results[-1]["peak_rss_gib"])
+        else:
+            tail = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+            results.append({**item, "error": tail[0][:120]})
+            log.warning("  failed: %s", tail[0])
+        os.unlink(json_path)
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+    table = markdown(results)
+    atomic_write_text(out / "table.md", table)
+    print(table)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.sweep:
+        return run_sweep(args)
+    result = run_one(args)
+    text = json.dumps(result, indent=1)
+    if args.json:
+        from utils.io import atomic_write_text
+
+        atomic_write_text(args.json, text + "\n")
+    log.info("%s %s %s %s: step %.3f s (median of %d), peak RSS %.2f GiB", args.model, args.mode, args.size,
+             args.exec_mode, result["step_s"], args.steps, result["peak_rss_gib"])
+    print(text)
+    return 0

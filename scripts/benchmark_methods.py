@@ -1,0 +1,30 @@
+"""``ssfl-recon benchmark-methods``: train every method with an equal budget and compare them on held-out subjects."""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True,
+                        help="benchmark config (stage-2 sections shared by all methods + a benchmark: section), "
+                             "e.g. configs/benchmark.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config value, e.g. --set benchmark.methods=[supervised,ssdu] "
+                             "(repeatable; values are YAML)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="output folder (default: train.run_dir of the config)")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch Keras progress lines")
+
+
+def run(args: argparse.Namespace) -> int:
+    from reconstruction.methods import load_benchmark_config, run_benchmark
+
+    cfg = load_benchmark_config(args.config, args.overrides)
+    out = Path(args.out or cfg.train.run_dir)
+    run_benchmark(cfg, out, verbose=0 if args.quiet else 2)
+    log.info("table: %s, report: %s", out / "table.md", out / "report.md")
+    return 0
