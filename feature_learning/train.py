@@ -27,7 +27,7 @@ def build_feature_model(cfg: ExperimentConfig) -> FeatureNet:
 
 def compile_model(model: keras.Model, cfg: ExperimentConfig) -> None:
     optimizer = keras.optimizers.Adam(cfg.train.learning_rate)
-    if cfg.train.mixed_precision:  # float16 convolutions: scale the loss so small gradients do not underflow
+    if cfg.train.mixed_precision == "float16":  # scale the loss so small float16 gradients do not underflow
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     model.compile(optimizer=optimizer, jit_compile=cfg.train.jit_compile)
     model.optimizer.build(model.trainable_variables)

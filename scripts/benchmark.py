@@ -7,7 +7,8 @@ sweep runs in a fresh subprocess):
 * ``--exec eager`` (plain Python calls), ``graph`` (``tf.function``, what ``fit`` runs) or ``jit``
   (``tf.function(jit_compile=True)``, XLA);
 * ``--recompute`` recomputes each unrolled iteration's activations in the backward pass (gradient checkpointing);
-* ``--mixed-precision`` runs the convolutions in float16 (GPU option; complex arithmetic stays float32);
+* ``--mixed-precision bfloat16|float16`` runs the convolutions in that type (GPU option; complex sums stay
+  float32);
 * ``--pipeline`` also times the matching tf.data pipeline on synthetic data of the same size and reports its
   seconds per example as a fraction of the step time.
 
@@ -61,8 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (tracing, allocator warm-up)")
     parser.add_argument("--recompute", action="store_true",
                         help="gradient checkpointing: recompute each unrolled iteration in the backward pass")
-    parser.add_argument("--mixed-precision", action="store_true",
-                        help="float16 convolutions with loss scaling (meant for GPUs; complex sums stay float32)")
+    parser.add_argument("--mixed-precision", choices=("none", "bfloat16", "float16"), default="none",
+                        help="type of the convolutions (meant for GPUs; float16 adds loss scaling; complex sums "
+                             "stay float32)")
     parser.add_argument("--pipeline", action="store_true",
                         help="also time the matching tf.data pipeline on synthetic data of this size")
     parser.add_argument("--data-root", default="",
@@ -102,7 +104,7 @@ def build(args, size):
     rng = np.random.default_rng(args.seed)
     keras.utils.set_random_seed(args.seed)
     cfg = ExperimentConfig()
-    cfg.train.mixed_precision = bool(args.mixed_precision)
+    cfg.train.mixed_precision = args.mixed_precision
     cfg.model.num_iter = args.num_iter
     cfg.train.recompute = bool(args.recompute)
     if args.model.startswith("fe-"):
@@ -200,7 +202,7 @@ def run_one(args) -> dict:
         times.append(time.perf_counter() - t0)
     result = {
         "model": args.model, "mode": args.mode, "exec": args.exec_mode, "size": list(size),
-        "num_iter": args.num_iter, "recompute": bool(args.recompute), "mixed_precision": bool(args.mixed_precision),
+        "num_iter": args.num_iter, "recompute": bool(args.recompute), "mixed_precision": args.mixed_precision,
         "step_s": statistics.median(times), "steps_s": times, "warmup_s": warmup_s,
         "peak_rss_gib": _gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
         "rss_before_gib": rss_before, "peak_rss_warmup_gib": peak_warmup, "rss_end_gib": _rss_gib(), "params": int(sum(int(tf.size(v)) for v in model.trainable_variables)),
@@ -248,7 +250,8 @@ def markdown(results: list[dict]) -> str:
             lines.append(f"| {r['model']} | {r['mode']} | {r['size']} | {r['exec']} | "
                          f"{r.get('options', '')} | failed: {r['error']} | |")
             continue
-        opts = ", ".join(k for k in ("recompute", "mixed_precision") if r.get(k)) or "-"
+        opts = ", ".join(([] if not r.get("recompute") else ["recompute"])
+                         + ([] if r.get("mixed_precision", "none") == "none" else [r["mixed_precision"]])) or "-"
         size = ",".join(map(str, r["size"]))
         lines.append(f"| {r['model']} | {r['mode']} | {size} | {r['exec']} | {opts} | {r['step_s']:.3f} | "
                      f"{r['peak_rss_gib']:.2f} |")

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -188,25 +189,27 @@ def test_multi_worker_two_processes_chief_writes_one_checkpoint(mirrored, tmp_pa
     config = write_config(tmp_path / "features.yaml", "features")
     cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
     runs = [tmp_path / f"run_{i}" for i in range(2)]
+    logs = [tmp_path / f"worker_{i}.log" for i in range(2)]
     procs = []
-    for i, run in enumerate(runs):
+    for i, (run, log) in enumerate(zip(runs, logs)):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "scripts.cli", "train-features", "--config", str(config),
-             "--set", "train.distribute=multi_worker", "--set", f"train.run_dir={run}"],
-            cwd=REPO_ROOT, env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True))
-    outputs = []
-    try:
-        for proc in procs:
-            outputs.append(proc.communicate(timeout=TIMEOUT_S)[0])
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        with open(log, "w") as out:  # a file, not a pipe: an unread pipe would block the worker when it fills
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "scripts.cli", "train-features", "--config", str(config),
+                 "--set", "train.distribute=multi_worker", "--set", f"train.run_dir={run}"],
+                cwd=REPO_ROOT, env=_env(TF_CONFIG=tf_config), stdout=out, stderr=subprocess.STDOUT))
+    # A worker that fails leaves the other waiting in a collective: stop both then.
+    deadline = time.monotonic() + TIMEOUT_S
+    while any(p.poll() is None for p in procs):
+        if time.monotonic() > deadline or any(p.poll() not in (None, 0) for p in procs):
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        time.sleep(0.2)
+    outputs = [log.read_text() for log in logs]
     for i, (proc, output) in enumerate(zip(procs, outputs)):
-        assert proc.returncode == 0, f"worker {i}:\n{_tail(output)}"
+        assert proc.returncode == 0, f"worker {i} (exit {proc.returncode}):\n{_tail(output)}"
     assert "2 replicas in all" in outputs[1]
 
     chief, worker = runs

@@ -127,6 +127,9 @@ def _make_fast_grad_conv(conv_dtype: str | None):
 _FAST_GRAD_CONVS = {dtype: _make_fast_grad_conv(dtype) for dtype in CONV_DTYPES}
 
 
+# The functions with hand-written gradients are plain graph code: autograph must not convert them (it would
+# unwrap tf.custom_gradient and return the (value, gradient function) pair).
+@tf.autograph.experimental.do_not_convert
 def complex_conv3d(x: tf.Tensor, kernel: tf.Tensor, fast_grad: bool = True,
                    conv_dtype: str | None = None) -> tf.Tensor:
     """Complex 'same' cross-correlation of x (B,T,X,Y,cin) with kernel (kt,kx,ky,cin,cout,2).
@@ -186,6 +189,7 @@ class ComplexGlorotUniform(keras.initializers.Initializer):
         return {"seed": self.seed}
 
 
+@tf.autograph.experimental.do_not_convert
 @tf.custom_gradient
 def modrelu(x: tf.Tensor, bias: tf.Tensor):
     """``relu(|z| + b) * z / |z|`` with ``|z| = sqrt(|z|^2 + 1e-9)``; x (…, C) complex, bias (C,) real.
@@ -211,7 +215,8 @@ def modrelu(x: tf.Tensor, bias: tf.Tensor):
         r = g_re * x_re + g_im * x_im
         k = -bias * active * r * (inv_m * inv_m * inv_m)
         dx = tf.complex(h * g_re + k * x_re, h * g_im + k * x_im)
-        db = tf.reduce_sum(tf.reshape(active * r * inv_m, [-1, tf.shape(bias)[0]]), axis=0)
+        per_channel = tf.reduce_sum(tf.reshape(active * r * inv_m, [-1, tf.shape(x)[-1]]), axis=0)
+        db = tf.reduce_sum(per_channel) if bias.shape.rank == 0 else per_channel
         return dx, db
 
     return y, grad
@@ -382,6 +387,7 @@ def _whitening(v_rr: tf.Tensor, v_ii: tf.Tensor, v_ri: tf.Tensor) -> tuple[tf.Te
     return (v_ii + sqrt_det) / denom, (v_rr + sqrt_det) / denom, -v_ri / denom
 
 
+@tf.autograph.experimental.do_not_convert
 def complex_instance_norm(x: tf.Tensor, epsilon: float = 1e-4) -> tf.Tensor:
     """Complex instance normalisation of x (B,T,X,Y,C): centre over (T,X,Y), whiten the 2x2 covariance.
 

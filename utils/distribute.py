@@ -19,6 +19,7 @@ import logging
 import os
 from typing import Callable, Iterator
 
+import keras
 import tensorflow as tf
 
 from utils.schema import DISTRIBUTE_STRATEGIES as STRATEGIES
@@ -122,7 +123,7 @@ def model_scope(strategy: tf.distribute.Strategy) -> Iterator[None]:
             yield
 
 
-def prepare_for_fit(model) -> None:
+def prepare_for_fit(model: keras.Model) -> None:
     """Works around two gaps of Keras 3 (3.15) ``fit``/``evaluate`` under a strategy; call it inside the scope.
 
     * Before training, Keras averages one input batch over the replicas to build the model symbolically; under
@@ -152,7 +153,8 @@ def _logs_with_axis(step: Callable) -> Callable:
     return step_with_axis
 
 
-def distribute_dataset(strategy: tf.distribute.Strategy, make_dataset: Callable[[], tf.data.Dataset]):
+def distribute_dataset(strategy: tf.distribute.Strategy, make_dataset: Callable[[], tf.data.Dataset]
+                       ) -> tf.data.Dataset | tf.distribute.DistributedDataset:
     """The input of ``model.fit`` under ``strategy``.
 
     ``make_dataset()`` builds the pipeline already batched to the per-replica batch. Every replica takes its own

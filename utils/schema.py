@@ -11,6 +11,7 @@ from utils.config import ConfigError
 
 DATA_SOURCES = ("synthetic", "original", "h5")
 FEATURE_METHODS = ("vicreg", "contrastive")
+MIXED_PRECISION = ("none", "bfloat16", "float16")
 DISTRIBUTE_STRATEGIES = ("none", "mirrored", "multi_worker")  # utils/distribute.py
 
 
@@ -147,11 +148,11 @@ class ModelConfig:
         if self.num_iter < 1:
             raise ConfigError(f"model.num_iter: expected >= 1, got {self.num_iter}")
 
-    def unet_kwargs(self, mixed_precision: bool = False) -> dict:
-        """UNet arguments; ``mixed_precision`` runs its convolutions in float16."""
+    def unet_kwargs(self, mixed_precision: str = "none") -> dict:
+        """UNet arguments; ``mixed_precision`` (``float16``/``bfloat16``) is the type of its convolutions."""
         return dict(filters=self.filters, num_levels=self.num_levels, layers_per_level=self.layers_per_level,
                     kernel_size_2d=tuple(self.kernel_size_2d), kernel_size_t=tuple(self.kernel_size_t),
-                    pool_size=tuple(self.pool_size), conv_dtype="float16" if mixed_precision else None)
+                    pool_size=tuple(self.pool_size), conv_dtype=None if mixed_precision == "none" else mixed_precision)
 
 
 @dataclass
@@ -164,8 +165,9 @@ class TrainConfig:
     seed: weights/shuffling seed. run_dir: output folder (``runs/<name>``). jit_compile: XLA-compile the step.
     recompute: gradient checkpointing: keep only each unrolled iteration's input and recompute its activations in
     the backward pass (memory grows with one iteration instead of all; about one extra forward pass of time).
-    mixed_precision: run the convolutions in float16 (``mixed_float16``; for GPUs, complex arithmetic, data
-    consistency and losses stay float32).
+    mixed_precision: ``none``, ``bfloat16`` or ``float16``: the type of the UNets' real convolutions (for GPUs;
+    complex sums, normalisation, data consistency and losses stay float32). ``float16`` adds dynamic loss
+    scaling; ``bfloat16`` has float32's range and needs none.
     pretrained_fe: stage-2 only: FE weights (our ``.weights.h5``, a stage-1 run folder, or an original TF
     checkpoint prefix such as ``weights001.tf``); empty = random FE (warned).
     distribute: data-parallel training (``utils/distribute.py``): ``none`` (one device), ``mirrored`` (every GPU
@@ -182,7 +184,7 @@ class TrainConfig:
     run_dir: str = "runs/run"
     jit_compile: bool = False
     recompute: bool = False
-    mixed_precision: bool = False
+    mixed_precision: str = "none"
     pretrained_fe: str = ""
     distribute: str = "none"
 
@@ -194,6 +196,9 @@ class TrainConfig:
             raise ConfigError(f"train.epochs: expected >= 1, got {self.epochs}")
         if self.learning_rate <= 0:
             raise ConfigError(f"train.learning_rate: expected > 0, got {self.learning_rate}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ConfigError(f"train.mixed_precision: expected one of {list(MIXED_PRECISION)}, "
+                              f"got {self.mixed_precision!r}")
 
 
 @dataclass
