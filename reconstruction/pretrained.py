@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import h5py
 
 from feature_learning.model import FeatureNet
 from utils.checkpoint_import import ImportReport, assign_from_checkpoint, checkpoint_prefix, read_checkpoint
@@ -50,15 +49,9 @@ def load_feature_weights(fe: FeatureNet, path: str) -> ImportReport:
     kind, resolved = resolve_fe_source(path)
     required = fe.variables_used_for_features()
     if kind == "keras":
-        try:
-            with h5py.File(resolved, "r"):
-                pass
-            fe.load_weights(str(resolved))
-        except (OSError, ValueError, KeyError) as err:
-            raise ValueError(
-                f"pretrained FE weights {str(resolved)!r} do not fit this FE-Net "
-                f"(num_iter={fe.num_iter}, method={fe.method}, unet={fe.unet_config}): {err}"
-            ) from err
+        from utils.training import load_weights_checked
+
+        load_weights_checked(fe, resolved, f"pretrained FE weights (num_iter={fe.num_iter}, method={fe.method})")
         report = ImportReport(checkpoint=str(resolved), restored=sorted(fe.original_variables()))
         log.info("loaded FE weights from %s", resolved)
         return report

@@ -148,20 +148,6 @@ def resolve_config(args: argparse.Namespace):
     return load_config(ExperimentConfig, path, args.overrides)
 
 
-def _stored_shapes(path: Path) -> list[tuple[int, ...]]:
-    """Sorted shapes of every variable in a Keras ``.weights.h5`` file (ValueError if it is not readable)."""
-    import h5py
-
-    shapes: list[tuple[int, ...]] = []
-    try:
-        with h5py.File(path, "r") as fh:
-            fh.visititems(lambda _, item: shapes.append(tuple(item.shape)) if isinstance(item, h5py.Dataset)
-                          else None)
-    except OSError as err:
-        raise ValueError(f"--weights {str(path)!r} is not a readable .weights.h5 file: {err}") from err
-    return sorted(shapes)
-
-
 def load_model_weights(model, weights: str) -> str:
     """Loads ``weights`` (run folder, ``.weights.h5``, original TF checkpoint) into the built ``model``.
 
@@ -173,7 +159,7 @@ def load_model_weights(model, weights: str) -> str:
         ValueError: the weights do not fit the model built from the config.
     """
     from utils.checkpoint_import import assign_from_checkpoint, checkpoint_prefix
-    from utils.training import WEIGHTS_NAME
+    from utils.training import WEIGHTS_NAME, load_weights_checked
 
     path = Path(weights)
     keras_file = None
@@ -182,18 +168,7 @@ def load_model_weights(model, weights: str) -> str:
     elif path.is_file() and path.name.endswith(".weights.h5"):
         keras_file = path
     if keras_file is not None:
-        stored = _stored_shapes(keras_file)
-        wanted = sorted(tuple(int(d) for d in v.shape) for v in model.weights)
-        # Keras loads a file with extra variables (e.g. of a model with more unrolled iterations) without a word
-        if stored != wanted:
-            raise ValueError(f"--weights {str(keras_file)!r} do not fit the model built from the config "
-                             f"({type(model).__name__}): the file holds {len(stored)} variables, the model has "
-                             f"{len(wanted)} (or their shapes differ); check the config's model section")
-        try:
-            model.load_weights(str(keras_file))
-        except (OSError, ValueError, KeyError) as err:
-            raise ValueError(f"--weights {str(keras_file)!r} do not fit the model built from the config "
-                             f"({type(model).__name__}): {err}") from err
+        load_weights_checked(model, keras_file, "--weights")
         return str(keras_file)
     try:
         prefix = checkpoint_prefix(path)

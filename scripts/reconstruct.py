@@ -29,7 +29,7 @@ def load_recon_model(weights: str, feature_method: str | None = None, num_iter: 
     from utils.checkpoint_import import assign_from_checkpoint
     from utils.config import load_config
     from utils.schema import ExperimentConfig
-    from utils.training import WEIGHTS_NAME
+    from utils.training import WEIGHTS_NAME, load_weights_checked
 
     path = Path(weights)
     unet = None
@@ -41,13 +41,10 @@ def load_recon_model(weights: str, feature_method: str | None = None, num_iter: 
     model = SSFLRecon(num_iter or 2, feature_method or "vicreg", unet=unet)
     model.build_all()
     if path.is_dir() and (path / WEIGHTS_NAME).is_file():
-        model.load_weights(str(path / WEIGHTS_NAME))
+        load_weights_checked(model, path / WEIGHTS_NAME, "--weights")
     elif path.is_file() and path.name.endswith(".weights.h5"):
-        try:
-            model.load_weights(str(path))
-        except ValueError as err:
-            raise ValueError(f"--weights {weights!r} do not fit an SSFL-Recon model "
-                             f"(num_iter={model.num_iter}, FE={model.feature_method}): {err}") from err
+        load_weights_checked(model, path, f"--weights (SSFL-Recon, num_iter={model.num_iter}, "
+                                          f"FE={model.feature_method})")
     else:
         assign_from_checkpoint(model.original_variables(), path,
                                required=[n for n in model.original_variables()

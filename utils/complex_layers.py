@@ -24,8 +24,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from utils.mri import complex_scale
-
 PACKAGE = "ssfl"
 MODRELU_EPS = 1e-9
 
@@ -60,6 +58,17 @@ def _check_conv_dtype(conv_dtype: str | None) -> None:
         raise ValueError(f"conv_dtype: expected one of {list(CONV_DTYPES)}, received {conv_dtype!r}")
 
 
+def _after(gradient: tf.Tensor, *tensors: tf.Tensor) -> list[tf.Tensor]:
+    """``tensors`` behind a control dependency on ``gradient``.
+
+    The graph executor runs an op as soon as its inputs exist, so backward-pass work that needs only forward
+    values (x - y, squares, masks, ...) would run during the forward pass and its results would stay in memory
+    until the backward pass. Gating them on the incoming gradient keeps them short-lived.
+    """
+    with tf.control_dependencies([gradient]):
+        return [tf.identity(t) for t in tensors]
+
+
 def _conv_same(a: tf.Tensor, w: tf.Tensor, conv_dtype: str | None = None) -> tf.Tensor:
     """'same' real convolution; with ``conv_dtype`` its inputs are rounded to that type and the result is
     returned in float32, so the complex combination that follows stays in float32 (mixed precision)."""
@@ -70,13 +79,16 @@ def _conv_same(a: tf.Tensor, w: tf.Tensor, conv_dtype: str | None = None) -> tf.
 
 
 def _complex_conv3d_forward(x: tf.Tensor, kernel: tf.Tensor, conv_dtype: str | None = None) -> tf.Tensor:
+    return join(*_conv_parts_forward(tf.math.real(x), tf.math.imag(x), kernel, conv_dtype))
+
+
+def _conv_parts_forward(x_re, x_im, kernel, conv_dtype):
     w_re, w_im = kernel[..., 0], kernel[..., 1]
-    x_re, x_im = tf.math.real(x), tf.math.imag(x)
 
     def conv(a, w):
         return _conv_same(a, w, conv_dtype)
 
-    return tf.complex(conv(x_re, w_re) - conv(x_im, w_im), conv(x_im, w_re) + conv(x_re, w_im))
+    return conv(x_re, w_re) - conv(x_im, w_im), conv(x_im, w_re) + conv(x_re, w_im)
 
 
 def _make_fast_grad_conv(conv_dtype: str | None):
@@ -84,23 +96,23 @@ def _make_fast_grad_conv(conv_dtype: str | None):
         return t if conv_dtype is None else tf.cast(t, conv_dtype)
 
     @tf.custom_gradient
-    def conv(x: tf.Tensor, kernel: tf.Tensor):
-        y = _complex_conv3d_forward(x, kernel, conv_dtype)
+    def conv(x_re: tf.Tensor, x_im: tf.Tensor, kernel: tf.Tensor):
+        y = _conv_parts_forward(x_re, x_im, kernel, conv_dtype)
 
-        def grad(g):
+        def grad(g_re, g_im):
             # Both gradients are complex products of two bilinear maps; Gauss's trick computes each with three
             # real (transposed) convolutions instead of four: (a+ib)(c+id) = (k1 - k3) + i(k1 + k2) with
             # k1 = c(a+b), k2 = a(d-c), k3 = b(c+d).
-            g_re, g_im = tf.math.real(g), tf.math.imag(g)
-            x_re, x_im = tf.math.real(x), tf.math.imag(x)
-            w_re, w_im = kernel[..., 0], kernel[..., 1]
-            in_shape = tf.shape(x_re)
+            g_re = tf.zeros_like(y[0]) if g_re is None else g_re
+            g_im = tf.zeros_like(y[1]) if g_im is None else g_im
+            a_re, a_im, w_re, w_im = _after(g_re + g_im, x_re, x_im, kernel[..., 0], kernel[..., 1])
+            in_shape = tf.shape(a_re)
             w_shape = tf.shape(w_re)
 
             def back_input(a, w):
                 out = tf.raw_ops.Conv3DBackpropInputV2(input_sizes=in_shape, filter=cast(w), out_backprop=cast(a),
                                                        strides=[1, 1, 1, 1, 1], padding="SAME")
-                return tf.cast(out, x_re.dtype)
+                return tf.cast(out, a_re.dtype)
 
             def back_filter(a, b):
                 out = tf.raw_ops.Conv3DBackpropFilterV2(input=cast(a), filter_sizes=w_shape, out_backprop=cast(b),
@@ -111,13 +123,11 @@ def _make_fast_grad_conv(conv_dtype: str | None):
             k1 = back_input(g_re + g_im, w_re)
             k2 = back_input(g_re, -w_im - w_re)
             k3 = back_input(g_im, w_re - w_im)
-            dx = tf.complex(k1 - k3, k1 + k2)
             # dL/dW = corr(conj(x), g): a = x_re, b = -x_im, c = g_re, d = g_im
-            f1 = back_filter(x_re - x_im, g_re)
-            f2 = back_filter(x_re, g_im - g_re)
-            f3 = back_filter(-x_im, g_re + g_im)
-            dw = tf.stack([f1 - f3, f1 + f2], axis=-1)
-            return dx, dw
+            f1 = back_filter(a_re - a_im, g_re)
+            f2 = back_filter(a_re, g_im - g_re)
+            f3 = back_filter(-a_im, g_re + g_im)
+            return k1 - k3, k1 + k2, tf.stack([f1 - f3, f1 + f2], axis=-1)
 
         return y, grad
 
@@ -125,6 +135,24 @@ def _make_fast_grad_conv(conv_dtype: str | None):
 
 
 _FAST_GRAD_CONVS = {dtype: _make_fast_grad_conv(dtype) for dtype in CONV_DTYPES}
+
+
+def split(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(real, imaginary) parts of a complex tensor."""
+    return tf.math.real(x), tf.math.imag(x)
+
+
+def join(re: tf.Tensor, im: tf.Tensor) -> tf.Tensor:
+    return tf.complex(re, im)
+
+
+def complex_conv3d_parts(x_re: tf.Tensor, x_im: tf.Tensor, kernel: tf.Tensor, fast_grad: bool = True,
+                         conv_dtype: str | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """:func:`complex_conv3d` on (real, imaginary) parts; returns the parts of the result."""
+    _check_conv_dtype(conv_dtype)
+    if fast_grad:
+        return tuple(_FAST_GRAD_CONVS[conv_dtype](x_re, x_im, kernel))
+    return _conv_parts_forward(x_re, x_im, kernel, conv_dtype)
 
 
 # The functions with hand-written gradients are plain graph code: autograph must not convert them (it would
@@ -144,10 +172,7 @@ def complex_conv3d(x: tf.Tensor, kernel: tf.Tensor, fast_grad: bool = True,
     ``conv_dtype`` ("float16"/"bfloat16") runs the real convolutions in that type (mixed precision); the
     complex sums, and everything outside the convolutions, stay float32.
     """
-    _check_conv_dtype(conv_dtype)
-    if fast_grad:
-        return _FAST_GRAD_CONVS[conv_dtype](x, kernel)
-    return _complex_conv3d_forward(x, kernel, conv_dtype)
+    return join(*complex_conv3d_parts(tf.math.real(x), tf.math.imag(x), kernel, fast_grad, conv_dtype))
 
 
 def complex_conv3d_transpose(x: tf.Tensor, kernel: tf.Tensor, output_shape: tf.Tensor,
@@ -157,9 +182,14 @@ def complex_conv3d_transpose(x: tf.Tensor, kernel: tf.Tensor, output_shape: tf.T
     x (B,T,X,Y,cin), kernel (kt,kx,ky,cout,cin,2) (TF transposed-conv layout), output_shape (B,T',X',Y',cout);
     ``conv_dtype`` as in :func:`complex_conv3d`.
     """
+    return join(*complex_conv3d_transpose_parts(tf.math.real(x), tf.math.imag(x), kernel, output_shape, strides,
+                                                conv_dtype))
+
+
+def complex_conv3d_transpose_parts(x_re, x_im, kernel, output_shape, strides, conv_dtype=None):
+    """:func:`complex_conv3d_transpose` on (real, imaginary) parts."""
     _check_conv_dtype(conv_dtype)
     w_re, w_im = kernel[..., 0], kernel[..., 1]
-    x_re, x_im = tf.math.real(x), tf.math.imag(x)
 
     def conv_t(a, w):
         if conv_dtype is None:
@@ -169,7 +199,7 @@ def complex_conv3d_transpose(x: tf.Tensor, kernel: tf.Tensor, output_shape: tf.T
         return tf.cast(out, a.dtype)
 
     # (x_re + i x_im) * (w_re - i w_im)
-    return tf.complex(conv_t(x_re, w_re) + conv_t(x_im, w_im), conv_t(x_im, w_re) - conv_t(x_re, w_im))
+    return conv_t(x_re, w_re) + conv_t(x_im, w_im), conv_t(x_im, w_re) - conv_t(x_re, w_im)
 
 
 class ComplexGlorotUniform(keras.initializers.Initializer):
@@ -190,34 +220,39 @@ class ComplexGlorotUniform(keras.initializers.Initializer):
 
 
 @tf.autograph.experimental.do_not_convert
-@tf.custom_gradient
-def modrelu(x: tf.Tensor, bias: tf.Tensor):
-    """``relu(|z| + b) * z / |z|`` with ``|z| = sqrt(|z|^2 + 1e-9)``; x (…, C) complex, bias (C,) real.
+def modrelu(x: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
+    """``relu(|z| + b) * z / |z|`` with ``|z| = sqrt(|z|^2 + 1e-9)``; x (…, C) complex, bias (C,) or scalar."""
+    return join(*modrelu_parts(tf.math.real(x), tf.math.imag(x), bias))
 
-    The forward keeps the original's operation order (bit-equal outputs). The backward is written out, which
-    saves the many broadcast intermediates that automatic differentiation of the complex ops keeps: with
-    ``h = g / m``, ``g = relu(m + b)``, ``r = Re(conj(G) z)`` it is
+
+@tf.autograph.experimental.do_not_convert
+@tf.custom_gradient
+def modrelu_parts(re: tf.Tensor, im: tf.Tensor, bias: tf.Tensor):
+    """:func:`modrelu` on (real, imaginary) parts.
+
+    The forward keeps the original's values bit for bit: ``re*re + im*im`` equals ``Re(conj(z) z)`` and
+    ``(g + 0i)(a + ib) = ga + igb``, so working on the parts changes nothing but the cost. The backward is written
+    out: with ``m = |z|``, ``h = relu(m + b) / m``, ``r = Re(conj(G) z)`` it is
     ``dL/dz = h G - b 1[m + b > 0] r z / m^3`` and ``dL/db = sum 1[m + b > 0] r / m``.
     """
-    magnitude = tf.sqrt(tf.math.real(tf.math.conj(x) * x) + MODRELU_EPS)
+    magnitude = tf.sqrt((re * re + im * im) + MODRELU_EPS)
     gain = tf.nn.relu(magnitude + bias)
-    y = tf.cast(gain, x.dtype) * (x / tf.cast(magnitude, x.dtype))
+    y = (gain * (re / magnitude), gain * (im / magnitude))
 
-    def grad(g):
-        # Only x is kept for the backward pass: the magnitude is recomputed (written with other ops than the
-        # forward so graph optimisation does not merge the two and keep the forward's intermediates alive).
-        x_re, x_im = tf.math.real(x), tf.math.imag(x)
-        g_re, g_im = tf.math.real(g), tf.math.imag(g)
+    def grad(g_re, g_im):
+        g_re = tf.zeros_like(re) if g_re is None else g_re
+        g_im = tf.zeros_like(im) if g_im is None else g_im
+        # Only the input is kept for the backward pass: the magnitude is recomputed once the gradient arrives.
+        x_re, x_im = _after(g_re + g_im, re, im)
         inv_m = tf.math.rsqrt(tf.square(x_re) + tf.square(x_im) + MODRELU_EPS)
         shifted = 1.0 + bias * inv_m  # (m + b) / m
         active = tf.cast(shifted > 0, shifted.dtype)
         h = tf.nn.relu(shifted)  # g / m
         r = g_re * x_re + g_im * x_im
         k = -bias * active * r * (inv_m * inv_m * inv_m)
-        dx = tf.complex(h * g_re + k * x_re, h * g_im + k * x_im)
-        per_channel = tf.reduce_sum(tf.reshape(active * r * inv_m, [-1, tf.shape(x)[-1]]), axis=0)
+        per_channel = tf.reduce_sum(tf.reshape(active * r * inv_m, [-1, tf.shape(re)[-1]]), axis=0)
         db = tf.reduce_sum(per_channel) if bias.shape.rank == 0 else per_channel
-        return dx, db
+        return h * g_re + k * x_re, h * g_im + k * x_im, db
 
     return y, grad
 
@@ -244,7 +279,11 @@ class ModReLU(keras.layers.Layer):
         )
 
     def call(self, x):
-        return modrelu(x, tf.cast(self.bias, x.dtype.real_dtype))
+        return join(*self.call_parts(*split(x)))
+
+    def call_parts(self, re, im):
+        """The layer on (real, imaginary) parts (used inside the UNet, which avoids complex round trips)."""
+        return modrelu_parts(re, im, tf.cast(self.bias, re.dtype))
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -297,11 +336,15 @@ class ComplexConv3D(keras.layers.Layer):
 
     def call(self, x):
         _check_complex_input(self, x)
-        y = complex_conv3d(x, tf.cast(self.kernel, x.dtype.real_dtype), conv_dtype=self.conv_dtype)
+        return join(*self.call_parts(*split(x)))
+
+    def call_parts(self, re, im):
+        """The layer on (real, imaginary) parts; adding the bias part-wise equals the complex addition."""
+        y_re, y_im = complex_conv3d_parts(re, im, tf.cast(self.kernel, re.dtype), conv_dtype=self.conv_dtype)
         if self.use_bias:
-            bias = tf.cast(self.bias, x.dtype.real_dtype)
-            y = y + tf.complex(bias[:, 0], bias[:, 1])
-        return y
+            bias = tf.cast(self.bias, re.dtype)
+            y_re, y_im = y_re + bias[:, 0], y_im + bias[:, 1]
+        return y_re, y_im
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.filters)
@@ -354,19 +397,22 @@ class ComplexConv3DTranspose(ComplexConv3D):
 
     def call(self, x):
         _check_complex_input(self, x)
-        shape = tf.shape(x)
+        return join(*self.call_parts(*split(x)))
+
+    def call_parts(self, re, im):
+        shape = tf.shape(re)
         out_shape = tf.stack([
             shape[0], shape[1] * self.strides[0], shape[2] * self.strides[1], shape[3] * self.strides[2],
             self.filters,
         ])
-        y = complex_conv3d_transpose(x, tf.cast(self.kernel, x.dtype.real_dtype), out_shape, self.strides,
-                                     self.conv_dtype)
+        y_re, y_im = complex_conv3d_transpose_parts(re, im, tf.cast(self.kernel, re.dtype), out_shape,
+                                                    self.strides, self.conv_dtype)
         if self.use_bias:
-            bias = tf.cast(self.bias, x.dtype.real_dtype)
-            y = y + tf.complex(bias[:, 0], bias[:, 1])
+            bias = tf.cast(self.bias, re.dtype)
+            y_re, y_im = y_re + bias[:, 0], y_im + bias[:, 1]
         if self.activation is not None:
-            y = self.activation(y)
-        return y
+            y_re, y_im = self.activation.call_parts(y_re, y_im)
+        return y_re, y_im
 
     def compute_output_shape(self, input_shape):
         spatial = [None if n is None else n * s for n, s in zip(input_shape[1:4], self.strides)]
@@ -389,16 +435,24 @@ def _whitening(v_rr: tf.Tensor, v_ii: tf.Tensor, v_ri: tf.Tensor) -> tuple[tf.Te
 
 @tf.autograph.experimental.do_not_convert
 def complex_instance_norm(x: tf.Tensor, epsilon: float = 1e-4) -> tf.Tensor:
-    """Complex instance normalisation of x (B,T,X,Y,C): centre over (T,X,Y), whiten the 2x2 covariance.
+    """Complex instance normalisation of x (B,T,X,Y,C): centre over (T,X,Y), whiten the 2x2 covariance."""
+    return join(*instance_norm_parts(tf.math.real(x), tf.math.imag(x), epsilon))
 
-    The backward pass is written out (:func:`_instance_norm_grad`): automatic differentiation of the forward
-    broadcasts every per-channel statistic back to full size, which dominated the layer's cost.
+
+@tf.autograph.experimental.do_not_convert
+def instance_norm_parts(re: tf.Tensor, im: tf.Tensor, epsilon: float = 1e-4) -> tuple[tf.Tensor, tf.Tensor]:
+    """:func:`complex_instance_norm` on (real, imaginary) parts.
+
+    The mean is taken of the complex tensor, as in the original: TF reduces complex numbers in another order than
+    their parts, and the results differ in the last bits at large sizes. The backward pass is written out
+    (:func:`_instance_norm_grad`): automatic differentiation broadcasts every per-channel statistic back to
+    full size, which dominated the layer's cost.
     """
     @tf.custom_gradient
-    def norm(x):
-        x = x - tf.reduce_mean(x, axis=_NORM_AXES, keepdims=True)
-        re = tf.math.real(x)
-        im = tf.math.imag(x)
+    def norm(re, im):
+        mean = tf.reduce_mean(tf.complex(re, im), axis=_NORM_AXES, keepdims=True)
+        re = re - tf.math.real(mean)
+        im = im - tf.math.imag(mean)
 
         def variance(v):
             return tf.reduce_mean(tf.square(v - tf.reduce_mean(v, axis=_NORM_AXES, keepdims=True)),
@@ -408,25 +462,26 @@ def complex_instance_norm(x: tf.Tensor, epsilon: float = 1e-4) -> tf.Tensor:
         v_ii = variance(im) + epsilon
         v_ri = tf.reduce_mean(re * im, axis=_NORM_AXES, keepdims=True)
         w_rr, w_ii, w_ri = _whitening(v_rr, v_ii, v_ri)
-        y = tf.complex(re * w_rr + im * w_ri, re * w_ri + im * w_ii)
+        y = (re * w_rr + im * w_ri, re * w_ri + im * w_ii)
 
-        def grad(g):
-            return _instance_norm_grad(g, re, im, (v_rr, v_ii, v_ri), (w_rr, w_ii, w_ri))
+        def grad(g_re, g_im):
+            g_re = tf.zeros_like(re) if g_re is None else g_re
+            g_im = tf.zeros_like(im) if g_im is None else g_im
+            return _instance_norm_grad(g_re, g_im, re, im, (v_rr, v_ii, v_ri), (w_rr, w_ii, w_ri))
 
         return y, grad
 
-    return norm(x)
+    return tuple(norm(re, im))
 
 
-def _instance_norm_grad(g, re, im, variances, weights):
-    """Gradient of :func:`complex_instance_norm` w.r.t. its input, from the centred parts ``re``, ``im``.
+def _instance_norm_grad(g_re, g_im, re, im, variances, weights):
+    """Gradient of :func:`instance_norm_parts` w.r.t. its input parts, from the centred parts ``re``, ``im``.
 
     y = W c with c = x - mean(x) and W = Sigma^(-1/2)(v_rr, v_ii, v_ri). The statistics' gradients come from
     differentiating the tiny per-channel function W(v); their effect on every element is
     d v_rr / d re = 2 re / N, d v_ii / d im = 2 im / N, d v_ri = (im d re + re d im) / N; the centring
     subtracts the mean of the gradient.
     """
-    g_re, g_im = tf.math.real(g), tf.math.imag(g)
     w_rr, w_ii, w_ri = weights
     d_wrr = tf.reduce_sum(g_re * re, axis=_NORM_AXES, keepdims=True)
     d_wii = tf.reduce_sum(g_im * im, axis=_NORM_AXES, keepdims=True)
@@ -440,8 +495,8 @@ def _instance_norm_grad(g, re, im, variances, weights):
     p_rr, p_ii, q = 2.0 * a_rr / n, 2.0 * a_ii / n, a_ri / n
     d_re = g_re * w_rr + g_im * w_ri + re * p_rr + im * q
     d_im = g_re * w_ri + g_im * w_ii + im * p_ii + re * q
-    d_x = tf.complex(d_re, d_im)
-    return d_x - tf.reduce_mean(d_x, axis=_NORM_AXES, keepdims=True)
+    return (d_re - tf.reduce_mean(d_re, axis=_NORM_AXES, keepdims=True),
+            d_im - tf.reduce_mean(d_im, axis=_NORM_AXES, keepdims=True))
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -461,7 +516,10 @@ class ComplexInstanceNorm(keras.layers.Layer):
 
     def call(self, x):
         _check_complex_input(self, x)
-        return complex_instance_norm(x, self.epsilon)
+        return join(*self.call_parts(*split(x)))
+
+    def call_parts(self, re, im):
+        return instance_norm_parts(re, im, self.epsilon)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -496,14 +554,17 @@ class MagnitudeMaxPool3D(keras.layers.Layer):
 
     def call(self, x):
         _check_complex_input(self, x)
+        return join(*self.call_parts(*split(x)))
+
+    def call_parts(self, re, im):
         pt, px, py = self.pool_size
-        shape = tf.shape(x)
+        shape = tf.shape(re)
         b, t, nx, ny, c = shape[0], shape[1], shape[2], shape[3], shape[4]
         out_t, out_x, out_y = -(-t // pt), -(-nx // px), -(-ny // py)
         # 'same' padding as TF/optox: the extra samples go at the end of each axis.
         paddings = [[0, 0], [0, out_t * pt - t], [0, out_x * px - nx], [0, out_y * py - ny], [0, 0]]
-        re = tf.pad(tf.math.real(x), paddings)
-        im = tf.pad(tf.math.imag(x), paddings)
+        re = tf.pad(re, paddings)
+        im = tf.pad(im, paddings)
 
         def windows(v):
             v = tf.reshape(v, [b, out_t, pt, out_x, px, out_y, py, c])
@@ -518,7 +579,7 @@ class MagnitudeMaxPool3D(keras.layers.Layer):
         order = tf.range(n, 0, -1, dtype=tf.int32)
         first = tf.argmax(tf.where(is_max, order, tf.zeros_like(order)), axis=-1, output_type=tf.int32)
         select = tf.one_hot(first, n, dtype=re_w.dtype)
-        return tf.complex(tf.reduce_sum(re_w * select, axis=-1), tf.reduce_sum(im_w * select, axis=-1))
+        return tf.reduce_sum(re_w * select, axis=-1), tf.reduce_sum(im_w * select, axis=-1)
 
     def compute_output_shape(self, input_shape):
         out = [None if n is None else -(-n // s) for n, s in zip(input_shape[1:4], self.pool_size)]

@@ -5,7 +5,6 @@ Every key is documented here and in the README ("Config keys"). Unknown keys are
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from utils.config import ConfigError
 

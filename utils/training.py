@@ -33,6 +33,38 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/Inf loss; the last good checkpoint is kept."""
 
 
+def stored_weight_shapes(path: str | os.PathLike) -> list[tuple[int, ...]]:
+    """Sorted shapes of every variable in a Keras ``.weights.h5`` file (ValueError naming it if unreadable)."""
+    import h5py
+
+    shapes: list[tuple[int, ...]] = []
+    try:
+        with h5py.File(path, "r") as fh:
+            fh.visititems(lambda _, item: shapes.append(tuple(item.shape)) if isinstance(item, h5py.Dataset)
+                          else None)
+    except OSError as err:
+        raise ValueError(f"{str(path)!r} is not a readable .weights.h5 file: {err}") from err
+    return sorted(shapes)
+
+
+def load_weights_checked(model: keras.Model, path: str | os.PathLike, what: str) -> None:
+    """``model.load_weights(path)`` that also fails when the file holds MORE variables than the model.
+
+    Keras loads a file with extra variables (e.g. of a model with more unrolled iterations) without a word; this
+    compares the stored variable shapes with the model's first. ``what`` names the source in error messages.
+    """
+    stored = stored_weight_shapes(path)
+    wanted = sorted(tuple(int(d) for d in v.shape) for v in model.weights)
+    if stored != wanted:
+        raise ValueError(f"{what} {str(path)!r} do not fit {type(model).__name__} '{model.name}': the file holds "
+                         f"{len(stored)} variables, the model has {len(wanted)} (or their shapes differ); check "
+                         "num_iter, feature method and UNet size")
+    try:
+        model.load_weights(str(path))
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{what} {str(path)!r} do not fit {type(model).__name__} '{model.name}': {err}") from err
+
+
 def save_weights_atomic(model: keras.Model, path: str | os.PathLike) -> None:
     with atomic_path(path, suffix=".weights.h5") as tmp:
         model.save_weights(str(tmp))

@@ -28,7 +28,9 @@ from utils.complex_layers import (
     MagnitudeMaxPool3D,
     ModReLU,
     crop_padding,
+    join,
     pad_to_multiple,
+    split,
 )
 
 
@@ -43,6 +45,18 @@ class _Stage(keras.layers.Layer):
         for op in self.ops:
             x = op(x)
         return x
+
+    def call_parts(self, re, im):
+        for op in self.ops:
+            re, im = _call_parts(op, re, im)
+        return re, im
+
+
+def _call_parts(layer: keras.layers.Layer, re: tf.Tensor, im: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """``layer.call_parts`` (builds the layer first when needed: call_parts bypasses Keras' ``__call__``)."""
+    if not layer.built:
+        layer.build(re.shape)
+    return layer.call_parts(re, im)
 
 
 def _conv_block(filters: int, kernel_size, conv_dtype: str | None) -> list[keras.layers.Layer]:
@@ -126,32 +140,37 @@ class ComplexUNet2Dt(keras.layers.Layer):
         """Channels of the encoder output (the feature passed between the stages)."""
         return self.filters * 2 ** (self.num_levels - 1)
 
-    def encode(self, x: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]:
-        """Pads ``x`` and runs the encoder. Returns (bottleneck input, skip tensors, paddings)."""
+    # Inside the network the layers exchange (real, imaginary) parts (``call_parts``): every layer works on the
+    # parts anyway, and skipping the complex round trip between layers saves two memory passes per layer and
+    # direction. Values are the same bit for bit.
+    def encode(self, x: tf.Tensor) -> tuple[tf.Tensor, list, tf.Tensor]:
+        """Pads ``x`` and runs the encoder. Returns (bottleneck input (complex), skips (opaque), paddings)."""
         x, paddings = pad_to_multiple(x, self.pad_factors)
+        parts = split(x)
         skips = []
         for stage in self.encoder:
             for op in stage.ops[:-1]:
-                x = op(x)
-            skips.append(x)
-            x = stage.ops[-1](x)
-        return x, skips, paddings
+                parts = _call_parts(op, *parts)
+            skips.append(parts)
+            parts = _call_parts(stage.ops[-1], *parts)
+        return join(*parts), skips, paddings
 
     def decode(self, encoded: tf.Tensor, skips: list[tf.Tensor], paddings: tf.Tensor,
                feature: tf.Tensor | None = None) -> tf.Tensor:
         """Bottleneck (with the optional external feature), decoder, output conv, crop."""
-        x = encoded
+        re, im = split(encoded)
         if self.feature_channels:
             if feature is None:
                 raise ValueError(f"{self.name}: this UNet expects a bottleneck feature with "
                                  f"{self.feature_channels} channels, received none")
-            x = tf.concat([x, feature], axis=-1)
+            f_re, f_im = split(feature)
+            re, im = tf.concat([re, f_re], axis=-1), tf.concat([im, f_im], axis=-1)
         elif feature is not None:
             raise ValueError(f"{self.name}: feature_channels=0 but a feature was passed")
-        x = self.bottleneck(x)
-        for stage, skip in zip(self.decoder, reversed(skips)):
-            x = stage(tf.concat([x, skip], axis=-1))
-        return crop_padding(self.out_layer(x), paddings)
+        re, im = self.bottleneck.call_parts(re, im)
+        for stage, (skip_re, skip_im) in zip(self.decoder, reversed(skips)):
+            re, im = stage.call_parts(tf.concat([re, skip_re], axis=-1), tf.concat([im, skip_im], axis=-1))
+        return crop_padding(join(*_call_parts(self.out_layer, re, im)), paddings)
 
     def call(self, x, feature=None):
         encoded, skips, paddings = self.encode(x)
@@ -168,10 +187,10 @@ class ComplexUNet2Dt(keras.layers.Layer):
                 feature = tf.zeros([b, 1, 1, 1, self.feature_channels], tf.complex64)
             encoded, skips, paddings = self.encode(x)
             self.decode(encoded, skips, paddings, feature)
-            # encode() runs the encoder stages' ops one by one (the skip is taken before the pooling), so the stage
-            # containers are never called and would stay unbuilt; Keras' fit under a tf.distribute strategy would
-            # then build the model by calling it on a training batch.
-            for stage in self.encoder:
+            # The stages run their layers through call_parts, so Keras never calls (and builds) the stage
+            # containers; unbuilt, Keras' fit under a tf.distribute strategy would try to build the model by
+            # calling it on a training batch.
+            for stage in (*self.encoder, self.bottleneck, *self.decoder):
                 stage.built = True
 
     def get_config(self):
