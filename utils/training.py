@@ -34,14 +34,19 @@ class NonFiniteLossError(RuntimeError):
 
 
 def stored_weight_shapes(path: str | os.PathLike) -> list[tuple[int, ...]]:
-    """Sorted shapes of every variable in a Keras ``.weights.h5`` file (ValueError naming it if unreadable)."""
+    """Sorted shapes of the model variables in a Keras ``.weights.h5`` file (the optimizer state that
+    ``save_weights`` of a compiled model adds is left out); ValueError naming the file if it is unreadable."""
     import h5py
 
     shapes: list[tuple[int, ...]] = []
+
+    def visit(name, item):
+        if isinstance(item, h5py.Dataset) and not name.startswith("optimizer/"):
+            shapes.append(tuple(item.shape))
+
     try:
         with h5py.File(path, "r") as fh:
-            fh.visititems(lambda _, item: shapes.append(tuple(item.shape)) if isinstance(item, h5py.Dataset)
-                          else None)
+            fh.visititems(visit)
     except OSError as err:
         raise ValueError(f"{str(path)!r} is not a readable .weights.h5 file: {err}") from err
     return sorted(shapes)

@@ -185,13 +185,28 @@ class ComplexUNet2Dt(keras.layers.Layer):
             feature = None
             if self.feature_channels:
                 feature = tf.zeros([b, 1, 1, 1, self.feature_channels], tf.complex64)
-            encoded, skips, paddings = self.encode(x)
-            self.decode(encoded, skips, paddings, feature)
-            # The stages run their layers through call_parts, so Keras never calls (and builds) the stage
-            # containers; unbuilt, Keras' fit under a tf.distribute strategy would try to build the model by
-            # calling it on a training batch.
-            for stage in (*self.encoder, self.bottleneck, *self.decoder):
+            self._trace_complex(x, feature)
+            # The encoder's stage containers are never called (the skip is taken before the pooling); unbuilt,
+            # Keras' fit under a tf.distribute strategy would try to build the model on a training batch.
+            for stage in self.encoder:
                 stage.built = True
+
+    def _trace_complex(self, x: tf.Tensor, feature: tf.Tensor | None) -> None:
+        """Runs the network once through the layers' Keras ``__call__`` so they are built inside their parents'
+        name scopes (call_parts bypasses ``__call__``); weight paths stay ``unet/bottleneck/...``."""
+        x, _ = pad_to_multiple(x, self.pad_factors)
+        skips = []
+        for stage in self.encoder:
+            for op in stage.ops[:-1]:
+                x = op(x)
+            skips.append(x)
+            x = stage.ops[-1](x)
+        if feature is not None:
+            x = tf.concat([x, feature], axis=-1)
+        x = self.bottleneck(x)
+        for stage, skip in zip(self.decoder, reversed(skips)):
+            x = stage(tf.concat([x, skip], axis=-1))
+        self.out_layer(x)
 
     def get_config(self):
         return {
