@@ -145,9 +145,12 @@ def train_method(cfg: ExperimentConfig, resume: str | None = None, verbose="auto
         raise ValueError(f"config stage is {cfg.stage!r}; train-recon needs stage: recon")
     if cfg.model.method == "ssfl-recon":
         raise ValueError("train_method trains the baselines; SSFL-Recon is trained by reconstruction.train")
-    if getattr(cfg.train, "distribute", "none") != "none":
-        log.warning("train.distribute=%s: the baselines train on one device (distribution is implemented for the "
-                    "SSFL-Recon stages only)", cfg.train.distribute)
+    unsupported = [f"train.{key}={value!r}" for key, value, default in (
+        ("distribute", cfg.train.distribute, "none"), ("recompute", cfg.train.recompute, False),
+        ("mixed_precision", cfg.train.mixed_precision, "none")) if value != default]
+    if unsupported:
+        raise ValueError(f"model.method={cfg.model.method!r}: {', '.join(unsupported)} is implemented for the "
+                         "SSFL-Recon stages only; the baselines train on one device in float32 without recompute")
     keras.utils.set_random_seed(cfg.train.seed)
     model = build_method_model(cfg)
     run_dir, initial_epoch = start_run(cfg, model, resume)

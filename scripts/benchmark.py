@@ -230,7 +230,8 @@ def sweep_grid(which: str) -> list[dict]:
         size = ",".join(map(str, SMALL))
         for model in MODELS:
             for execm in EXECS:
-                grid.append({"model": model, "mode": "train", "size": size, "exec": execm})
+                grid.append({"model": model, "mode": "train", "size": size, "exec": execm,
+                             "pipeline": execm == "graph"})
             grid.append({"model": model, "mode": "infer", "size": size, "exec": "graph"})
         grid.append({"model": "ssfl-recon", "mode": "train", "size": size, "exec": "graph", "recompute": True})
     if which in ("original", "all"):
@@ -243,18 +244,20 @@ def sweep_grid(which: str) -> list[dict]:
 
 
 def markdown(results: list[dict]) -> str:
-    lines = ["| model | mode | size T,X,Y,C | exec | options | step (s) | peak RSS (GiB) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| model | mode | size T,X,Y,C | exec | options | step (s) | peak RSS (GiB) | pipeline (s/example, "
+             "share of step) |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         if "error" in r:
             lines.append(f"| {r['model']} | {r['mode']} | {r['size']} | {r['exec']} | "
-                         f"{r.get('options', '')} | failed: {r['error']} | |")
+                         f"{r.get('options', '')} | failed: {r['error']} | | |")
             continue
         opts = ", ".join(([] if not r.get("recompute") else ["recompute"])
                          + ([] if r.get("mixed_precision", "none") == "none" else [r["mixed_precision"]])) or "-"
         size = ",".join(map(str, r["size"]))
+        pipe = (f"{r['pipeline_s_per_example']:.3f} ({100 * r['pipeline_fraction_of_step']:.0f} %)"
+                if "pipeline_s_per_example" in r else "")
         lines.append(f"| {r['model']} | {r['mode']} | {size} | {r['exec']} | {opts} | {r['step_s']:.3f} | "
-                     f"{r['peak_rss_gib']:.2f} |")
+                     f"{r['peak_rss_gib']:.2f} | {pipe} |")
     return "\n".join(lines) + "\n"
 
 
@@ -272,6 +275,8 @@ def run_sweep(args) -> int:
                "--warmup", str(args.warmup), "--num-iter", str(args.num_iter), "--json", json_path]
         if item.get("recompute"):
             cmd.append("--recompute")
+        if item.get("pipeline"):
+            cmd.append("--pipeline")
         log.info("running %s", " ".join(cmd[3:]))
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
         if proc.returncode == 0:

@@ -380,3 +380,18 @@ def test_shipped_benchmark_configs_load_and_give_valid_method_configs(tmp_path, 
         assert mcfg.model.method == TRAINED[method][0] and mcfg.train.run_dir == str(tmp_path / method)
     with pytest.raises(ConfigError, match="benchmark.methods: unknown"):
         load_benchmark_config(path, ["benchmark.methods=[supervised,noise2noise]"])
+
+
+@pytest.mark.parametrize("setting", ["train.distribute=mirrored", "train.recompute=true",
+                                     "train.mixed_precision=bfloat16"])
+def test_baselines_reject_ssfl_only_training_options(tmp_path, setting):
+    from reconstruction.methods import train_method
+    from utils.config import apply_overrides, from_dict, to_dict
+
+    cfg = ExperimentConfig(stage="recon")
+    cfg.model.method = "ssdu"
+    cfg.train.run_dir = str(tmp_path / "run")
+    cfg = from_dict(ExperimentConfig, apply_overrides(to_dict(cfg), [setting]))
+    with pytest.raises(ValueError, match=setting.split("=")[0]):
+        train_method(cfg)
+    assert not (tmp_path / "run").exists()
