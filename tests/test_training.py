@@ -143,6 +143,24 @@ def test_ssfl_two_steps_train_only_non_fe_weights(tmp_path):
     assert sum(changed) > 0.9 * len(changed)
 
 
+def test_ssfl_resume_continues_weights_and_optimizer_exactly(tmp_path):
+    data = recon_data(2, seed=3)
+    straight = _recon_model(tmp_path)
+    fit(straight, data, epochs=2, steps_per_epoch=2, run_dir=tmp_path / "straight", verbose=0)
+    first = _recon_model(tmp_path)
+    fit(first, data, epochs=1, steps_per_epoch=2, run_dir=tmp_path / "split", verbose=0)
+    keras.utils.set_random_seed(77)
+    resumed = SSFLRecon(2, "vicreg", unet=SMALL_UNET)  # another init: everything must come from the checkpoint
+    resumed.build_all()
+    resumed.compile(optimizer=keras.optimizers.Adam(1e-3))
+    assert load_checkpoint(tmp_path / "split", resumed) == 1
+    assert int(resumed.optimizer.iterations.numpy()) == 2
+    fit(resumed, data, epochs=2, steps_per_epoch=2, run_dir=tmp_path / "split", initial_epoch=1, verbose=0)
+    assert int(resumed.optimizer.iterations.numpy()) == 4
+    for a, b in zip(straight.weights, resumed.weights):
+        np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-5, atol=1e-6, err_msg=a.path)
+
+
 def test_pretrained_fe_errors(tmp_path):
     fe = FeatureNet(2, "vicreg", unet=SMALL_UNET)
     fe.build_all()
