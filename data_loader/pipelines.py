@@ -710,6 +710,16 @@ def _contrastive_example(cfg: DataConfig, store: _Store, bank: _MaskBank, seed: 
 
 
 # ------------------------------------------------------------------------------------ recon stage
+def _fully_sampled_store(cfg: DataConfig, split: str, batch_size: int) -> tuple[SplitData, _Store]:
+    """The split's slices with an all-ones initial mask; batching needs slices of one size."""
+    data = load_split(cfg, split)
+    store = _Store(data, [np.ones((data.shape(i)[2], data.shape(i)[0]), np.int64) for i in range(len(data))])
+    if int(batch_size) > 1 and store.uniform is None:
+        raise ValueError(f"{data.csv_path}: slices of different sizes cannot be batched (batch_size="
+                         f"{batch_size}); use batch_size 1")
+    return data, store
+
+
 def recon_dataset(cfg: DataConfig, split: str = "train", seed: int | None = None, repeat: bool = True,
                   batch_size: int = 1) -> tf.data.Dataset:
     """Stage-2 (self-supervised reconstruction) examples: two views of one acquisition.
@@ -751,12 +761,8 @@ def recon_dataset(cfg: DataConfig, split: str = "train", seed: int | None = None
 
         return _finish(_dummy_dataset(cfg, split, seed, repeat, make), int(batch_size), repeat)
 
-    data = load_split(cfg, split)
     # the recon stage takes the fully sampled data as its source, as the original (no initial mask)
-    store = _Store(data, [np.ones((data.shape(i)[2], data.shape(i)[0]), np.int64) for i in range(len(data))])
-    if int(batch_size) > 1 and store.uniform is None:
-        raise ValueError(f"{data.csv_path}: slices of different sizes cannot be batched (batch_size="
-                         f"{batch_size}); use batch_size 1")
+    data, store = _fully_sampled_store(cfg, split, batch_size)
     accs = acceleration_grid(*cfg.train_r) if split == "train" else [float(cfg.val_r)]
     bank = _MaskBank(cfg, store.geometries, accs, base_acc=float(cfg.start_r))
     num_pairs = bank.num_accs * bank.num_seeds
@@ -1020,11 +1026,7 @@ def acquired_dataset(cfg: DataConfig, split: str = "train", seed: int | None = N
 
         return _finish(_dummy_dataset(cfg, split, seed, repeat, make), int(batch_size), repeat)
 
-    data = load_split(cfg, split)
-    store = _Store(data, [np.ones((data.shape(i)[2], data.shape(i)[0]), np.int64) for i in range(len(data))])
-    if int(batch_size) > 1 and store.uniform is None:
-        raise ValueError(f"{data.csv_path}: slices of different sizes cannot be batched (batch_size="
-                         f"{batch_size}); use batch_size 1")
+    data, store = _fully_sampled_store(cfg, split, batch_size)
     cache = _cache_dir(cfg)
     if accelerations is None:
         accs, seeds = [float(cfg.start_r)], [BASE_MASK_SEED]
