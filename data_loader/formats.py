@@ -283,6 +283,14 @@ def _open_npy(path: Path) -> np.ndarray:
         raise ValueError(f"{path}: cannot read the .npy file (truncated or not a numpy array?): {err}") from err
 
 
+def _split_csv(root: Path, csv_path: PathLike) -> Path:
+    """The split CSV: as given, or inside ``root`` when a relative path does not exist as given."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_absolute() and not csv_path.exists():
+        csv_path = root / csv_path
+    return csv_path
+
+
 class OriginalDataset:
     """(subject, slice) items of a split CSV in the original preprocessed layout.
 
@@ -300,11 +308,8 @@ class OriginalDataset:
 
     def __init__(self, root: PathLike, csv_path: PathLike):
         self.root = Path(root)
-        csv_path = Path(csv_path)
-        if not csv_path.is_absolute() and not csv_path.exists():
-            csv_path = self.root / csv_path
-        self.csv_path = csv_path
-        self.rows = read_dataset_csv(csv_path)
+        self.csv_path = _split_csv(self.root, csv_path)
+        self.rows = read_dataset_csv(self.csv_path)
         self._paths: list[dict[str, Path]] = []
         self._masks: list[np.ndarray] = []
         self.items: list[tuple[int, int]] = []
@@ -508,11 +513,8 @@ class H5Dataset:
 
     def __init__(self, root: PathLike, csv_path: PathLike):
         self.root = Path(root)
-        csv_path = Path(csv_path)
-        if not csv_path.is_absolute() and not csv_path.exists():
-            csv_path = self.root / csv_path
-        self.csv_path = csv_path
-        self.rows = read_dataset_csv(csv_path)
+        self.csv_path = _split_csv(self.root, csv_path)
+        self.rows = read_dataset_csv(self.csv_path)
         self.items: list[tuple[int, int]] = []
         for i, row in enumerate(self.rows):
             path = _require_file(self.root / f"{row.name}.h5", "HDF5 subject file")

@@ -610,11 +610,15 @@ def feature_dataset(cfg: DataConfig, method: str, split: str = "train", seed: in
     return _finish(ds, 1, True)
 
 
+def _require_two_masks(bank: _MaskBank, what: str) -> None:
+    if min(bank.distinct_total) < 2:
+        raise ValueError(f"data: one distinct {what} only (R in {bank.accs}, {bank.num_seeds} seed(s), kind "
+                         f"{bank.kind!r}); two different views need more accelerations or seeds")
+
+
 def _vicreg_example(cfg: DataConfig, store: _Store, bank: _MaskBank, seed: int, split: str):
     num_pairs = bank.num_accs * bank.num_seeds
-    if min(bank.distinct_total) < 2:
-        raise ValueError(f"data: one distinct mask only (R in {bank.accs}, {bank.num_seeds} seed(s), kind "
-                         f"{bank.kind!r}); two different views need more accelerations or seeds")
+    _require_two_masks(bank, "mask")
     base = _key(seed, _STREAM_VICREG)
     train = split == "train"
     seeds = bank.num_seeds
@@ -766,9 +770,7 @@ def recon_dataset(cfg: DataConfig, split: str = "train", seed: int | None = None
     accs = acceleration_grid(*cfg.train_r) if split == "train" else [float(cfg.val_r)]
     bank = _MaskBank(cfg, store.geometries, accs, base_acc=float(cfg.start_r))
     num_pairs = bank.num_accs * bank.num_seeds
-    if min(bank.distinct_total) < 2:
-        raise ValueError(f"data: one distinct re-undersampling mask only (R in {accs}, {bank.num_seeds} seed(s), kind "
-                         f"{bank.kind!r}); two different views need more accelerations or seeds")
+    _require_two_masks(bank, "re-undersampling mask")
     base_key = _key(seed, _STREAM_RECON)
     train = split == "train"
     seeds = bank.num_seeds

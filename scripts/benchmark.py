@@ -135,9 +135,6 @@ def build(args, size):
 
         compile_model(model, cfg)
         fn = model.train_step
-    elif args.model.startswith("fe-"):
-        def fn(inputs):
-            return model(inputs, training=False)
     else:
         def fn(inputs):
             return model(inputs, training=False)

@@ -58,14 +58,14 @@ def _check_conv_dtype(conv_dtype: str | None) -> None:
         raise ValueError(f"conv_dtype: expected one of {list(CONV_DTYPES)}, received {conv_dtype!r}")
 
 
-def _after(gradient: tf.Tensor, *tensors: tf.Tensor) -> list[tf.Tensor]:
-    """``tensors`` behind a control dependency on ``gradient``.
+def _after(gradients: Sequence[tf.Tensor], *tensors: tf.Tensor) -> list[tf.Tensor]:
+    """``tensors`` behind a control dependency on the incoming ``gradients``.
 
     The graph executor runs an op as soon as its inputs exist, so backward-pass work that needs only forward
     values (x - y, squares, masks, ...) would run during the forward pass and its results would stay in memory
     until the backward pass. Gating them on the incoming gradient keeps them short-lived.
     """
-    with tf.control_dependencies([gradient]):
+    with tf.control_dependencies(list(gradients)):
         return [tf.identity(t) for t in tensors]
 
 
@@ -76,10 +76,6 @@ def _conv_same(a: tf.Tensor, w: tf.Tensor, conv_dtype: str | None = None) -> tf.
         return tf.nn.conv3d(a, w, strides=[1, 1, 1, 1, 1], padding="SAME")
     out = tf.nn.conv3d(tf.cast(a, conv_dtype), tf.cast(w, conv_dtype), strides=[1, 1, 1, 1, 1], padding="SAME")
     return tf.cast(out, a.dtype)
-
-
-def _complex_conv3d_forward(x: tf.Tensor, kernel: tf.Tensor, conv_dtype: str | None = None) -> tf.Tensor:
-    return join(*_conv_parts_forward(tf.math.real(x), tf.math.imag(x), kernel, conv_dtype))
 
 
 def _conv_parts_forward(x_re, x_im, kernel, conv_dtype):
@@ -105,7 +101,7 @@ def _make_fast_grad_conv(conv_dtype: str | None):
             # k1 = c(a+b), k2 = a(d-c), k3 = b(c+d).
             g_re = tf.zeros_like(y[0]) if g_re is None else g_re
             g_im = tf.zeros_like(y[1]) if g_im is None else g_im
-            a_re, a_im, w_re, w_im = _after(g_re + g_im, x_re, x_im, kernel[..., 0], kernel[..., 1])
+            a_re, a_im, w_re, w_im = _after((g_re, g_im), x_re, x_im, kernel[..., 0], kernel[..., 1])
             in_shape = tf.shape(a_re)
             w_shape = tf.shape(w_re)
 
@@ -243,7 +239,7 @@ def modrelu_parts(re: tf.Tensor, im: tf.Tensor, bias: tf.Tensor):
         g_re = tf.zeros_like(re) if g_re is None else g_re
         g_im = tf.zeros_like(im) if g_im is None else g_im
         # Only the input is kept for the backward pass: the magnitude is recomputed once the gradient arrives.
-        x_re, x_im = _after(g_re + g_im, re, im)
+        x_re, x_im = _after((g_re, g_im), re, im)
         inv_m = tf.math.rsqrt(tf.square(x_re) + tf.square(x_im) + MODRELU_EPS)
         shifted = 1.0 + bias * inv_m  # (m + b) / m
         active = tf.cast(shifted > 0, shifted.dtype)
