@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 
 from feature_learning.model import FeatureNet
-from utils import distribute
+from utils import distribute, threads
 from utils.config import save_config
 from utils.schema import ExperimentConfig
 from utils.training import fit, load_checkpoint
@@ -64,7 +64,9 @@ def train_features(cfg: ExperimentConfig, resume: str | None = None, verbose="au
 
     if cfg.stage != "features":
         raise ValueError(f"config stage is {cfg.stage!r}; train-features needs stage: features")
-    strategy = distribute.get_strategy(cfg.train.distribute)  # first: multi_worker needs an untouched runtime
+    # first: thread pools and multi_worker need an untouched runtime
+    threads.configure(cfg.train.threads, streams=3 if cfg.model.feature_method == "contrastive" else 2)
+    strategy = distribute.get_strategy(cfg.train.distribute)
     chief = distribute.is_chief(strategy)
     keras.utils.set_random_seed(cfg.train.seed)
     with distribute.model_scope(strategy):

@@ -40,6 +40,7 @@ import numpy as np
 from reconstruction.baselines import EITrainer, SSDUTrainer, SupervisedTrainer, UnrolledNet, count_params
 from reconstruction.dual_unet import DualUNetResNet
 from utils.config import ConfigError, apply_overrides, from_dict, load_config, save_config, to_dict
+from utils import threads
 from utils.io import atomic_write_text
 from utils.schema import ExperimentConfig
 
@@ -151,6 +152,7 @@ def train_method(cfg: ExperimentConfig, resume: str | None = None, verbose="auto
     if unsupported:
         raise ValueError(f"model.method={cfg.model.method!r}: {', '.join(unsupported)} is implemented for the "
                          "SSFL-Recon stages only; the baselines train on one device in float32 without recompute")
+    threads.configure(cfg.train.threads, streams=1)  # one network pass after another: auto keeps TF's defaults
     keras.utils.set_random_seed(cfg.train.seed)
     model = build_method_model(cfg)
     run_dir, initial_epoch = start_run(cfg, model, resume)
@@ -256,6 +258,8 @@ def method_config(cfg: BenchmarkConfig, name: str, run_dir: Path) -> ExperimentC
     if feature_method:
         data["model"]["feature_method"] = feature_method
     data["train"]["run_dir"] = str(run_dir)
+    # one process trains every method and TF's thread pools can be set once: all keep TF's defaults
+    data["train"]["threads"] = "tf"
     apply_overrides(data, cfg.benchmark.overrides.get(name, []))
     return from_dict(ExperimentConfig, data, where=f"benchmark method {name}")
 

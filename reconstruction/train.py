@@ -11,7 +11,7 @@ import numpy as np
 from feature_learning.train import start_run, steps_for
 from reconstruction.model import SSFLRecon
 from reconstruction.pretrained import load_feature_weights
-from utils import distribute
+from utils import distribute, threads
 from utils.schema import ExperimentConfig
 from utils.training import fit
 
@@ -40,7 +40,9 @@ def train_recon(cfg: ExperimentConfig, resume: str | None = None, verbose="auto"
         return train_method(cfg, resume=resume, verbose=verbose)
     if cfg.stage != "recon":
         raise ValueError(f"config stage is {cfg.stage!r}; train-recon needs stage: recon")
-    strategy = distribute.get_strategy(cfg.train.distribute)  # first: multi_worker needs an untouched runtime
+    # first: thread pools and multi_worker need an untouched runtime; the step reconstructs two views
+    threads.configure(cfg.train.threads, streams=2)
+    strategy = distribute.get_strategy(cfg.train.distribute)
     chief = distribute.is_chief(strategy)
     keras.utils.set_random_seed(cfg.train.seed)
     with distribute.model_scope(strategy):

@@ -65,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mixed-precision", choices=("none", "bfloat16", "float16"), default="none",
                         help="type of the convolutions (meant for GPUs; float16 adds loss scaling; complex sums "
                              "stay float32)")
+    parser.add_argument("--threads", default="auto",
+                        help="CPU thread pools as train.threads: auto (training without a GPU: the views share the "
+                             "cores; inference: TensorFlow's defaults), tf, or INTRA,INTER")
     parser.add_argument("--pipeline", action="store_true",
                         help="also time the matching tf.data pipeline on synthetic data of this size")
     parser.add_argument("--data-root", default="",
@@ -185,6 +188,13 @@ def run_one(args) -> dict:
     size = parse_size(args.size)
     if args.steps < 1 or args.warmup < 0:
         raise ValueError(f"--steps must be >= 1 and --warmup >= 0, got {args.steps}, {args.warmup}")
+    from utils import threads
+
+    streams = {"fe-vicreg": 2, "fe-contrastive": 3, "ssfl-recon": 2}[args.model] if args.mode == "train" else 1
+    try:
+        pools = threads.configure(args.threads, streams)
+    except ValueError as err:
+        raise ValueError(str(err).replace("train.threads", "--threads")) from None
     model, fn, data = build(args, size)
     rss_before = _rss_gib()
     start = time.perf_counter()
@@ -200,6 +210,7 @@ def run_one(args) -> dict:
     result = {
         "model": args.model, "mode": args.mode, "exec": args.exec_mode, "size": list(size),
         "num_iter": args.num_iter, "recompute": bool(args.recompute), "mixed_precision": args.mixed_precision,
+        "threads": args.threads, **pools,
         "step_s": statistics.median(times), "steps_s": times, "warmup_s": warmup_s,
         "peak_rss_gib": _gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
         "rss_before_gib": rss_before, "peak_rss_warmup_gib": peak_warmup, "rss_end_gib": _rss_gib(), "params": int(sum(int(tf.size(v)) for v in model.trainable_variables)),

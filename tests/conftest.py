@@ -9,6 +9,12 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import tensorflow as tf  # noqa: E402
+
+# Start TF's runtime with its default thread pools: a training run inside the tests would otherwise set the pools
+# for the whole session (train.threads=auto, utils/threads.py), depending on which test happens to run first.
+tf.constant(0.0).numpy()
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES_DIR = Path(os.environ.get("SSFL_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
 

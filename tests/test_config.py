@@ -92,6 +92,8 @@ def test_wrong_types_are_rejected_with_their_location(tmp_path, text: str, where
     ("stage: inference\n", "stage"),
     ("model:\n  feature_method: simclr\n", "model.feature_method"),
     ("data:\n  train_r: [4, 2]\n", "data.train_r"),
+    ("train:\n  threads: many\n", "train.threads"),
+    ("train:\n  threads: '1,-2'\n", "train.threads"),
 ])
 def test_invalid_values_are_rejected(tmp_path, text: str, field_name: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(field_name)):

@@ -172,6 +172,8 @@ class TrainConfig:
     distribute: data-parallel training (``utils/distribute.py``): ``none`` (one device), ``mirrored`` (every GPU
     of this machine) or ``multi_worker`` (several machines, ``TF_CONFIG``). Each replica takes its own
     ``batch_size`` (1 for the feature models), one step averages the replicas' gradients; only the chief writes.
+    threads: CPU thread pools (``utils/threads.py``): ``auto`` (without a GPU, the views of a step share the cores
+    instead of each asking for all of them), ``tf`` (TensorFlow's defaults) or ``"INTRA,INTER"``.
     """
 
     epochs: int = 200
@@ -186,8 +188,15 @@ class TrainConfig:
     mixed_precision: str = "none"
     pretrained_fe: str = ""
     distribute: str = "none"
+    threads: str = "auto"
 
     def validate(self) -> None:
+        from utils import threads
+
+        try:
+            threads.parse(self.threads)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         if self.distribute not in DISTRIBUTE_STRATEGIES:
             raise ConfigError(f"train.distribute: expected one of {list(DISTRIBUTE_STRATEGIES)}, "
                               f"got {self.distribute!r}")
