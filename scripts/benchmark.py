@@ -259,8 +259,11 @@ def markdown(results: list[dict]) -> str:
             lines.append(f"| {r['model']} | {r['mode']} | {r['size']} | {r['exec']} | "
                          f"{r.get('options', '')} | failed: {r['error']} | | |")
             continue
+        pools = ([f"threads {r.get('intra_op_threads') or 'default'}/{r.get('inter_op_threads') or 'default'}"]
+                 if r.get("intra_op_threads") or r.get("inter_op_threads") else [])
         opts = ", ".join(([] if not r.get("recompute") else ["recompute"])
-                         + ([] if r.get("mixed_precision", "none") == "none" else [r["mixed_precision"]])) or "-"
+                         + ([] if r.get("mixed_precision", "none") == "none" else [r["mixed_precision"]])
+                         + pools) or "-"
         size = ",".join(map(str, r["size"]))
         pipe = (f"{r['pipeline_s_per_example']:.3f} ({100 * r['pipeline_fraction_of_step']:.0f} %)"
                 if "pipeline_s_per_example" in r else "")

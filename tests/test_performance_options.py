@@ -248,3 +248,19 @@ def test_benchmark_command_writes_json(tmp_path, capsys, model_name, mode):
 def test_benchmark_rejects_bad_size(capsys):
     assert main(["benchmark", "--size", "8,16,12"]) == 2
     assert "--size" in capsys.readouterr().err
+
+
+def test_benchmark_rejects_bad_threads(capsys):
+    assert main(["benchmark", "--size", "8,16,12,2", "--threads", "two"]) == 2
+    assert "--threads: expected 'auto', 'tf' or 'INTRA,INTER'" in capsys.readouterr().err
+
+
+def test_benchmark_table_names_the_thread_pools():
+    from scripts.benchmark import markdown
+
+    row = {"model": "fe-vicreg", "mode": "train", "size": [12, 96, 72, 8], "exec": "graph", "step_s": 0.5,
+           "peak_rss_gib": 1.25, "intra_op_threads": 1, "inter_op_threads": 2}
+    default = {**row, "intra_op_threads": 0, "inter_op_threads": 0, "recompute": True}
+    lines = markdown([row, default]).splitlines()
+    assert lines[2] == "| fe-vicreg | train | 12,96,72,8 | graph | threads 1/2 | 0.500 | 1.25 |  |"
+    assert lines[3] == "| fe-vicreg | train | 12,96,72,8 | graph | recompute | 0.500 | 1.25 |  |"
