@@ -65,7 +65,8 @@ def train_features(cfg: ExperimentConfig, resume: str | None = None, verbose="au
     if cfg.stage != "features":
         raise ValueError(f"config stage is {cfg.stage!r}; train-features needs stage: features")
     # first: thread pools and multi_worker need an untouched runtime
-    threads.configure(cfg.train.threads, streams=3 if cfg.model.feature_method == "contrastive" else 2)
+    threads.configure(cfg.train.threads, streams=threads.training_streams(
+        3 if cfg.model.feature_method == "contrastive" else 2, cfg.train.jit_compile))
     strategy = distribute.get_strategy(cfg.train.distribute)
     chief = distribute.is_chief(strategy)
     keras.utils.set_random_seed(cfg.train.seed)

@@ -41,7 +41,7 @@ def train_recon(cfg: ExperimentConfig, resume: str | None = None, verbose="auto"
     if cfg.stage != "recon":
         raise ValueError(f"config stage is {cfg.stage!r}; train-recon needs stage: recon")
     # first: thread pools and multi_worker need an untouched runtime; the step reconstructs two views
-    threads.configure(cfg.train.threads, streams=2)
+    threads.configure(cfg.train.threads, streams=threads.training_streams(2, cfg.train.jit_compile))
     strategy = distribute.get_strategy(cfg.train.distribute)
     chief = distribute.is_chief(strategy)
     keras.utils.set_random_seed(cfg.train.seed)

@@ -68,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", default="auto",
                         help="CPU thread pools as train.threads: auto (training without a GPU: the views share the "
                              "cores; inference: TensorFlow's defaults), tf, or INTRA,INTER")
+    parser.add_argument("--ablate", default="",
+                        help="cost attribution only (the outputs are wrong): comma-separated layers to replace by "
+                             "pass-throughs: norm, modrelu, pool (strided subsampling), dc")
     parser.add_argument("--pipeline", action="store_true",
                         help="also time the matching tf.data pipeline on synthetic data of this size")
     parser.add_argument("--data-root", default="",
@@ -94,6 +97,36 @@ def random_view(rng, size, with_image: bool = True) -> dict:
         view["x"] = cplx(1, t, x, y, 1)
     view["coil_maps"] = cplx(1, 1, x, y, c)
     return view
+
+
+ABLATIONS = ("norm", "modrelu", "pool", "dc")
+
+
+def parse_ablate(text: str) -> list[str]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in parts if p not in ABLATIONS]
+    if bad:
+        raise ValueError(f"--ablate: expected a comma-separated subset of {list(ABLATIONS)}, got {text!r}")
+    return parts
+
+
+def ablate(parts: list[str]) -> None:
+    """Replaces the named layer kinds by pass-throughs in this process (``--ablate``): the step then times
+    everything else, which attributes the step's cost to the layers. Outputs are meaningless."""
+    from utils import complex_layers, data_consistency
+
+    if "norm" in parts:
+        complex_layers.ComplexInstanceNorm.call_parts = lambda self, re, im: (re, im)
+    if "modrelu" in parts:
+        complex_layers.ModReLU.call_parts = lambda self, re, im: (re, im)
+    if "pool" in parts:
+        def subsample(self, re, im):
+            pt, px, py = self.pool_size
+            return re[:, ::pt, ::px, ::py], im[:, ::pt, ::px, ::py]
+
+        complex_layers.MagnitudeMaxPool3D.call_parts = subsample
+    if "dc" in parts:
+        data_consistency.DCGD.call = lambda self, x, kspace, mask, coil_maps: x
 
 
 def build(args, size):
@@ -190,11 +223,16 @@ def run_one(args) -> dict:
         raise ValueError(f"--steps must be >= 1 and --warmup >= 0, got {args.steps}, {args.warmup}")
     from utils import threads
 
-    streams = {"fe-vicreg": 2, "fe-contrastive": 3, "ssfl-recon": 2}[args.model] if args.mode == "train" else 1
+    streams = 1
+    if args.mode == "train" and args.exec_mode != "eager":  # eager runs one op after another from Python
+        streams = threads.training_streams({"fe-vicreg": 2, "fe-contrastive": 3, "ssfl-recon": 2}[args.model],
+                                           jit_compile=args.exec_mode == "jit")
     try:
         pools = threads.configure(args.threads, streams)
     except ValueError as err:
         raise ValueError(str(err).replace("train.threads", "--threads")) from None
+    ablated = parse_ablate(args.ablate)
+    ablate(ablated)
     model, fn, data = build(args, size)
     rss_before = _rss_gib()
     start = time.perf_counter()
@@ -210,7 +248,7 @@ def run_one(args) -> dict:
     result = {
         "model": args.model, "mode": args.mode, "exec": args.exec_mode, "size": list(size),
         "num_iter": args.num_iter, "recompute": bool(args.recompute), "mixed_precision": args.mixed_precision,
-        "threads": args.threads, **pools,
+        "threads": args.threads, **pools, "ablate": ablated,
         "step_s": statistics.median(times), "steps_s": times, "warmup_s": warmup_s,
         "peak_rss_gib": _gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
         "rss_before_gib": rss_before, "peak_rss_warmup_gib": peak_warmup, "rss_end_gib": _rss_gib(), "params": int(sum(int(tf.size(v)) for v in model.trainable_variables)),
@@ -263,7 +301,7 @@ def markdown(results: list[dict]) -> str:
                  if r.get("intra_op_threads") or r.get("inter_op_threads") else [])
         opts = ", ".join(([] if not r.get("recompute") else ["recompute"])
                          + ([] if r.get("mixed_precision", "none") == "none" else [r["mixed_precision"]])
-                         + pools) or "-"
+                         + pools + ([f"ablate {'+'.join(r['ablate'])}"] if r.get("ablate") else [])) or "-"
         size = ",".join(map(str, r["size"]))
         pipe = (f"{r['pipeline_s_per_example']:.3f} ({100 * r['pipeline_fraction_of_step']:.0f} %)"
                 if "pipeline_s_per_example" in r else "")

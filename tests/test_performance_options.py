@@ -264,3 +264,29 @@ def test_benchmark_table_names_the_thread_pools():
     lines = markdown([row, default]).splitlines()
     assert lines[2] == "| fe-vicreg | train | 12,96,72,8 | graph | threads 1/2 | 0.500 | 1.25 |  |"
     assert lines[3] == "| fe-vicreg | train | 12,96,72,8 | graph | recompute | 0.500 | 1.25 |  |"
+
+
+def test_ablate_names_are_checked():
+    from scripts.benchmark import parse_ablate
+
+    assert parse_ablate("norm, dc") == ["norm", "dc"] and parse_ablate("") == []
+    with pytest.raises(ValueError, match=r"--ablate: expected a comma-separated subset of"):
+        parse_ablate("norm,conv")
+
+
+def test_ablated_benchmark_runs_in_its_own_process(tmp_path):
+    # --ablate patches layer classes for the whole process, so it is exercised in a child process
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "ablate.json"
+    proc = subprocess.run([sys.executable, "-m", "scripts.cli", "benchmark", "--model", "ssfl-recon", "--mode",
+                           "infer", "--size", "8,16,12,2", "--steps", "1", "--warmup", "1", "--ablate",
+                           "norm,modrelu,pool,dc", "--json", str(out)], cwd=root, capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["ablate"] == ["norm", "modrelu", "pool", "dc"] and result["step_s"] > 0

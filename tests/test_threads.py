@@ -61,3 +61,9 @@ def test_configure_sets_the_pools_once_and_keeps_them_afterwards() -> None:
     # a later request cannot change a running runtime: it reports (and keeps) the pools in use, with a warning
     assert out["second"] == {"intra_op_threads": 2, "inter_op_threads": 3}
     assert "already running" in proc.stderr
+
+
+def test_xla_steps_count_as_one_stream() -> None:
+    assert threads.training_streams(2, jit_compile=False) == 2
+    assert threads.training_streams(3, jit_compile=True) == 1
+    assert threads.resolve("auto", threads.training_streams(2, True), cores=2, has_gpu=False) == (0, 0)

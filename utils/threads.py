@@ -4,7 +4,7 @@ TensorFlow gives every op up to ``intra`` threads and runs up to ``inter`` ops a
 default. A self-supervised step holds two or three views that pass through the network independently, so on a CPU
 the views' ops run side by side and each asks for every core: the cores are oversubscribed. ``auto`` gives each
 view its share instead (``intra = cores // views``, ``inter = max(cores, views)``) when no GPU is visible; with a
-GPU, or with one view, TensorFlow's defaults stay. The README ("Speed") has the measured effect on the 2-core CI
+GPU, with one view, or under XLA (``train.jit_compile``), TensorFlow's defaults stay. The README ("Speed") has the measured effect on the 2-core CI
 machine; inference of one example (one stream) is faster with TensorFlow's defaults, so ``reconstruct`` and
 ``evaluate`` never change them.
 
@@ -53,6 +53,12 @@ def resolve(setting: str, streams: int, cores: int | None = None, has_gpu: bool 
     if streams <= 1 or (_has_gpu() if has_gpu is None else has_gpu):
         return 0, 0
     return max(1, cores // streams), max(cores, streams)
+
+
+def training_streams(views: int, jit_compile: bool) -> int:
+    """Independent streams of a training step: its views, or 1 under XLA (one compiled cluster that parallelises
+    inside itself with the intra-op threads; splitting the cores made it 2x slower in our benchmark)."""
+    return 1 if jit_compile else views
 
 
 def configure(setting: str, streams: int) -> dict[str, int]:
