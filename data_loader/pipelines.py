@@ -256,15 +256,21 @@ class _MaskBank:
     """Re-undersampling masks ``V(R, s)`` of every slice geometry (ny, nt) of a split, flat in one tensor.
 
     ``offsets[g, r, s]`` is where the time-major mask of geometry ``g``, acceleration ``accs[r]`` and seed
-    ``seeds[s]`` starts in ``flat``; ``base[g]`` (optional) the start of the base mask of geometry ``g``.
+    ``seeds[s]`` starts in ``flat``; ``base[g]`` (optional) the start of the base mask of geometry ``g``. Masks come
+    from ``make(ny, nt, R, seed)`` (default: ``data.mask_kind`` with the VISTA cache), with ``kind`` and ``seeds``
+    defaulting to ``data.mask_kind`` and ``1..data.mask_seeds``.
     """
 
     def __init__(self, cfg: DataConfig, geometries: Sequence[tuple[int, int]], accs: Sequence[float],
-                 base_acc: float | None = None):
-        self.kind = cfg.mask_kind
+                 base_acc: float | None = None, kind: str | None = None, seeds: Sequence[int] | None = None,
+                 make: Callable[[int, int, float, int], np.ndarray] | None = None):
+        self.kind = kind or cfg.mask_kind
         self.accs = [float(a) for a in accs]
-        self.seeds = _mask_seeds(cfg)
+        self.seeds = list(seeds) if seeds is not None else _mask_seeds(cfg)
         cache = _cache_dir(cfg)
+        if make is None:
+            def make(ny, nt, acc, seed):
+                return _make_mask(self.kind, ny, nt, acc, seed, cache)
         start = time.perf_counter()
         chunks, offsets, base, position = [], [], [], 0
         # distinct masks per geometry and acceleration (among the seeds) and per geometry: the feasibility of
@@ -276,7 +282,7 @@ class _MaskBank:
             for acc in self.accs:
                 row, seen = [], set()
                 for seed in self.seeds:
-                    mask = _time_major(_make_mask(self.kind, ny, nt, acc, seed, cache))
+                    mask = _time_major(make(ny, nt, acc, seed))
                     seen.add(mask.tobytes())
                     seen_all.add(mask.tobytes())
                     chunks.append(mask)
@@ -288,7 +294,7 @@ class _MaskBank:
             self.distinct.append(distinct)
             self.distinct_total.append(len(seen_all))
             if base_acc is not None:
-                mask = _time_major(_make_mask(self.kind, ny, nt, base_acc, BASE_MASK_SEED, cache))
+                mask = _time_major(make(ny, nt, base_acc, BASE_MASK_SEED))
                 chunks.append(mask)
                 base.append(position)
                 position += mask.size
@@ -1028,33 +1034,17 @@ def acquired_dataset(cfg: DataConfig, split: str = "train", seed: int | None = N
 
         return _finish(_dummy_dataset(cfg, split, seed, repeat, make), int(batch_size), repeat)
 
-    data, store = _fully_sampled_store(cfg, split, batch_size)
+    _, store = _fully_sampled_store(cfg, split, batch_size)
     cache = _cache_dir(cfg)
     if accelerations is None:
         accs, seeds = [float(cfg.start_r)], [BASE_MASK_SEED]
     else:
         accs, seeds = accelerations, _mask_seeds(cfg)
-    start = time.perf_counter()
-    chunks, offsets, position = [], [], 0
-    for ny, nt in store.geometries:
-        per_geometry = []
-        for acc in accs:
-            row = []
-            for mask_seed in seeds:
-                mask = _time_major(_acquired_mask(kind, ny, nt, acc, mask_seed, cache, num_center))
-                chunks.append(mask)
-                row.append(position)
-                position += mask.size
-            per_geometry.append(row)
-        offsets.append(per_geometry)
-    flat_masks = tf.constant(np.concatenate(chunks))
-    offsets_t = tf.constant(np.asarray(offsets, dtype=np.int64).reshape(len(store.geometries), len(accs),
-                                                                          len(seeds)))
-    logger.info("acquired data: %d %s mask(s), R in %s (%.1f s)", len(chunks), kind, [f"{a:g}" for a in accs],
-                time.perf_counter() - start)
+    bank = _MaskBank(cfg, store.geometries, accs, kind=kind, seeds=seeds,
+                     make=lambda ny, nt, acc, s: _acquired_mask(kind, ny, nt, acc, s, cache, num_center))
     base_key = _key(seed, _STREAM_RECON + 100)
     train = split == "train"
-    num_pairs = len(accs) * len(seeds)
+    num_pairs = bank.num_accs * bank.num_seeds
 
     def example(epoch, index):
         i = tf.cast(index, tf.int32)
@@ -1062,8 +1052,8 @@ def acquired_dataset(cfg: DataConfig, split: str = "train", seed: int | None = N
         t, _, y, _ = store.dims(i)
         group = tf.gather(store.group, i)
         pair = _uniform_int(_fold(base_key, epoch if train else 0, i), num_pairs)
-        start_at = tf.gather_nd(offsets_t, tf.stack([group, pair // len(seeds), pair % len(seeds)]))
-        view = _view(d["kspace"], d["coil_maps"], _take(flat_masks, start_at, t * y, [t, 1, y, 1]))
+        mask = bank.mask(group, pair // bank.num_seeds, pair % bank.num_seeds, t, y)
+        view = _view(d["kspace"], d["coil_maps"], mask)
         view["reference"] = d["image"]
         return view
 

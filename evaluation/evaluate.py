@@ -25,7 +25,7 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -249,25 +249,31 @@ def summarize(rows: list[dict]) -> dict:
     return summary
 
 
-def _pm(values: list[float], digits: int) -> str:
+def format_mean_std(values: Sequence[float], digits: int) -> str:
+    """``mean ± std`` of a summary entry ``[mean, std]``; ``–`` when the metric was not computed (NaN)."""
     mean, std = values
     if not np.isfinite(mean):
         return "–"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def summary_rows(summary: dict) -> Iterator[tuple[str, str, dict]]:
+    """(R, method, entry) of a summary in table order: R ascending, methods in their order, absent pairs skipped."""
+    accs = sorted({acc for by_acc in summary.values() for acc in by_acc}, key=float)
+    for acc in accs:
+        for method, by_acc in summary.items():
+            if acc in by_acc:
+                yield acc, method, by_acc[acc]
+
+
 def markdown_table(summary: dict) -> str:
     """Markdown table: one row per (R, method), PSNR / SSIM / NRMSE / NMSE as mean ± std, seconds per case."""
     lines = ["| R | method | PSNR (dB) | SSIM | NRMSE | NMSE | s / case | cases |",
              "|---|---|---|---|---|---|---|---|"]
-    accs = sorted({acc for m in summary.values() for acc in m}, key=float)
-    for acc in accs:
-        for method, by_acc in summary.items():
-            if acc not in by_acc:
-                continue
-            e = by_acc[acc]
-            lines.append(f"| {acc} | {method} | {_pm(e['psnr'], 2)} | {_pm(e['ssim'], 4)} | {_pm(e['nrmse'], 4)} | "
-                         f"{_pm(e['nmse'], 4)} | {e['seconds'][0]:.3f} | {e['n']} |")
+    for acc, method, e in summary_rows(summary):
+        lines.append(f"| {acc} | {method} | {format_mean_std(e['psnr'], 2)} | {format_mean_std(e['ssim'], 4)} | "
+                     f"{format_mean_std(e['nrmse'], 4)} | {format_mean_std(e['nmse'], 4)} | {e['seconds'][0]:.3f} | "
+                     f"{e['n']} |")
     return "\n".join(lines) + "\n"
 
 

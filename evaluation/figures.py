@@ -251,25 +251,37 @@ def save_cine_gif(
         ValueError: bad shape, non-finite values, fps <= 0, scale < 1 or vmax <= 0.
     """
     cine = _as_cine("images", images)
-    if not (isinstance(fps, (int, float, np.number)) and math.isfinite(fps) and fps > 0):
-        raise ValueError(f"fps must be a finite number > 0, received {fps!r}")
-    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
-        raise ValueError(f"scale must be an int >= 1, received {scale!r}")
+    _check_gif_timing(fps, scale)
     mag = np.abs(cine).astype(np.float64)
     if vmax is None:
         vmax = _grey_limit(mag)
     elif not (math.isfinite(vmax) and vmax > 0):
         raise ValueError(f"vmax must be a finite number > 0, received {vmax!r}")
-    grey = np.clip(np.rint(mag / vmax * 255.0), 0, 255).astype(np.uint8)
+    return _write_gif(path, _grey_frames(mag, vmax, scale), fps)
+
+
+def _check_gif_timing(fps: float, scale: int) -> None:
+    if not (isinstance(fps, (int, float, np.number)) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a finite number > 0, received {fps!r}")
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
+        raise ValueError(f"scale must be an int >= 1, received {scale!r}")
+
+
+def _grey_frames(magnitude: np.ndarray, vmax: float, scale: int) -> np.ndarray:
+    """(T, X, Y) magnitudes as uint8 grey levels (0 to ``vmax``), magnified ``scale`` times."""
+    grey = np.clip(np.rint(magnitude / vmax * 255.0), 0, 255).astype(np.uint8)
     if scale > 1:
         grey = grey.repeat(scale, axis=1).repeat(scale, axis=2)
-    frames = [Image.fromarray(f) for f in grey]
+    return grey
+
+
+def _write_gif(path: PathLike, grey: np.ndarray, fps: float) -> Path:
+    """Writes the (T, H, W) uint8 frames as a looping GIF (atomically)."""
+    frames = [Image.fromarray(np.ascontiguousarray(f)) for f in grey]
     duration_ms = max(10, int(round(1000.0 / fps)))
     path = Path(path)
     with atomic_path(path) as tmp:
-        frames[0].save(
-            tmp, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0
-        )
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
     logger.debug("wrote %s (%d frames)", path, len(frames))
     return path
 
@@ -486,14 +498,9 @@ def save_comparison_gif(
     names = [str(n) for n in cines]
     arrays = list(cines.values())
     strip = side_by_side(arrays, gap)
-    if not (isinstance(fps, (int, float, np.number)) and math.isfinite(fps) and fps > 0):
-        raise ValueError(f"fps must be a finite number > 0, received {fps!r}")
-    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
-        raise ValueError(f"scale must be an int >= 1, received {scale!r}")
+    _check_gif_timing(fps, scale)
     vmax = _grey_limit(np.abs(_as_cine("cines[0]", arrays[0])))
-    grey = np.clip(np.rint(strip / vmax * 255.0), 0, 255).astype(np.uint8)
-    grey = grey.repeat(scale, axis=1).repeat(scale, axis=2)
-    header = 0
+    grey = _grey_frames(strip, vmax, scale)
     if labels:
         from PIL import ImageDraw, ImageFont
 
@@ -511,13 +518,7 @@ def save_comparison_gif(
             left += width + gap * scale
         label_pixels = np.asarray(label_strip)
         grey = np.concatenate([np.broadcast_to(label_pixels, (grey.shape[0], *label_pixels.shape)), grey], axis=1)
-    frames = [Image.fromarray(np.ascontiguousarray(f)) for f in grey]
-    duration_ms = max(10, int(round(1000.0 / fps)))
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
-    logger.debug("wrote %s (%d frames, header %d px)", path, len(frames), header)
-    return path
+    return _write_gif(path, grey, fps)
 
 
 def save_phantom_figure(

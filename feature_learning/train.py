@@ -7,6 +7,7 @@ from pathlib import Path
 
 import keras
 
+from feature_learning.losses import NUM_VIEWS
 from feature_learning.model import FeatureNet
 from utils import distribute, threads
 from utils.config import save_config
@@ -39,6 +40,17 @@ def steps_for(cfg: ExperimentConfig, num_examples: int, replicas: int = 1) -> in
     return cfg.train.steps_per_epoch or max(1, num_examples // max(1, cfg.train.batch_size * replicas))
 
 
+def start_runtime(cfg: ExperimentConfig, views: int):
+    """What a trainer does first, before TensorFlow runs an op (thread pools and ``multi_worker`` need an untouched
+    runtime): CPU thread pools for ``views`` independent streams per step, the strategy, and the seed. Returns
+    (strategy, whether this process is the chief)."""
+    threads.configure(cfg.train.threads, threads.training_streams(views, cfg.train.jit_compile))
+    strategy = distribute.get_strategy(cfg.train.distribute)
+    chief = distribute.is_chief(strategy)
+    keras.utils.set_random_seed(cfg.train.seed)
+    return strategy, chief
+
+
 def start_run(cfg: ExperimentConfig, model: keras.Model, resume: str | None,
               chief: bool = True) -> tuple[Path, int | None]:
     """Compiles ``model``, restores it on ``--resume`` and writes the config (``chief`` only); returns (run folder,
@@ -64,12 +76,7 @@ def train_features(cfg: ExperimentConfig, resume: str | None = None, verbose="au
 
     if cfg.stage != "features":
         raise ValueError(f"config stage is {cfg.stage!r}; train-features needs stage: features")
-    # first: thread pools and multi_worker need an untouched runtime
-    threads.configure(cfg.train.threads, streams=threads.training_streams(
-        3 if cfg.model.feature_method == "contrastive" else 2, cfg.train.jit_compile))
-    strategy = distribute.get_strategy(cfg.train.distribute)
-    chief = distribute.is_chief(strategy)
-    keras.utils.set_random_seed(cfg.train.seed)
+    strategy, chief = start_runtime(cfg, NUM_VIEWS[cfg.model.feature_method])
     with distribute.model_scope(strategy):
         model = build_feature_model(cfg)
         run_dir, initial_epoch = start_run(cfg, model, resume, chief)

@@ -45,10 +45,6 @@ SUPERVISED_LOSSES = ("mse", "l1")
 SSDU_SELECTIONS = ("uniform", "gaussian")
 
 
-def _abs2(z: tf.Tensor) -> tf.Tensor:
-    return tf.math.real(tf.math.conj(z) * z)
-
-
 # ------------------------------------------------------------------------------------------- network
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class UnrolledNet(keras.layers.Layer):
@@ -110,8 +106,8 @@ def supervised_loss(recon: tf.Tensor, reference: tf.Tensor, kind: str = "mse") -
     recon = tf.convert_to_tensor(recon)
     diff = recon - tf.cast(reference, recon.dtype)
     if kind == "mse":
-        return tf.reduce_mean(_abs2(diff))
-    return tf.reduce_mean(tf.sqrt(_abs2(diff) + 1e-12))
+        return tf.reduce_mean(mri.abs2(diff))
+    return tf.reduce_mean(tf.sqrt(mri.abs2(diff) + 1e-12))
 
 
 def ssdu_split(mask: tf.Tensor, seed, split_ratio: float = 0.6, selection: str = "gaussian",
@@ -194,7 +190,7 @@ def measurement_consistency_loss(recon, kspace, mask, coil_maps) -> tf.Tensor:
     """``mean |A x - y|^2`` over the k-space tensor (deepinv's ``MCLoss`` with its MSE metric)."""
     recon, kspace, coil_maps = (tf.convert_to_tensor(v) for v in (recon, kspace, coil_maps))
     mask = tf.convert_to_tensor(mask, tf.float32)
-    return tf.reduce_mean(_abs2(mri.forward(recon, mask, coil_maps) - mri.apply_mask(kspace, mask)))
+    return tf.reduce_mean(mri.abs2(mri.forward(recon, mask, coil_maps) - mri.apply_mask(kspace, mask)))
 
 
 # ------------------------------------------------------------------------------------------- trainers
@@ -365,7 +361,7 @@ class EITrainer(ReconTrainer):
         x2 = self.transform(x1, self.step_seed(training))
         y2 = mri.forward(x2, mask, maps)
         x3 = self.reconstruct(mri.adjoint(y2, mask, maps), y2, mask, maps, training=training)
-        ei = tf.reduce_mean(_abs2(x3 - x2))
+        ei = tf.reduce_mean(mri.abs2(x3 - x2))
         return {"loss": mc + self.ei_weight * ei, "mc_loss": mc, "ei_loss": ei}
 
     def get_config(self):

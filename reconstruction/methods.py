@@ -38,9 +38,9 @@ import keras
 import numpy as np
 
 from reconstruction.baselines import EITrainer, SSDUTrainer, SupervisedTrainer, UnrolledNet, count_params
+from evaluation.evaluate import format_mean_std, summary_rows
 from reconstruction.dual_unet import DualUNetResNet
 from utils.config import ConfigError, apply_overrides, from_dict, load_config, save_config, to_dict
-from utils import threads
 from utils.io import atomic_write_text
 from utils.schema import ExperimentConfig
 
@@ -139,7 +139,7 @@ def method_dataset(cfg: ExperimentConfig, split: str, seed: int):
 def train_method(cfg: ExperimentConfig, resume: str | None = None, verbose="auto") -> Path:
     """Trains a baseline (``model.method`` other than ``ssfl-recon``) as configured; returns the run folder."""
     from data_loader import pipelines
-    from feature_learning.train import start_run, steps_for
+    from feature_learning.train import start_run, start_runtime, steps_for
     from utils.training import fit
 
     if cfg.stage != "recon":
@@ -152,8 +152,7 @@ def train_method(cfg: ExperimentConfig, resume: str | None = None, verbose="auto
     if unsupported:
         raise ValueError(f"model.method={cfg.model.method!r}: {', '.join(unsupported)} is implemented for the "
                          "SSFL-Recon stages only; the baselines train on one device in float32 without recompute")
-    threads.configure(cfg.train.threads, streams=1)  # one network pass after another: auto keeps TF's defaults
-    keras.utils.set_random_seed(cfg.train.seed)
+    start_runtime(cfg, views=1)  # one network pass after another: threads auto keeps TF's defaults
     model = build_method_model(cfg)
     run_dir, initial_epoch = start_run(cfg, model, resume)
     if initial_epoch is None:
@@ -325,11 +324,6 @@ def _train_one(cfg: BenchmarkConfig, name: str, out: Path, verbose) -> tuple[ker
     return model, info
 
 
-def _fmt_pm(values, digits: int) -> str:
-    mean, std = values
-    return "–" if not np.isfinite(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
 def benchmark_tables(trained: dict[str, dict], results: dict[str, dict]) -> str:
     """Markdown: the training table (parameters, steps, wall time) and the metrics table per mask family and R."""
     lines = ["| method | parameters | optimizer steps | training wall time (s) | s / step |", "|---|---|---|---|---|"]
@@ -340,14 +334,9 @@ def benchmark_tables(trained: dict[str, dict], results: dict[str, dict]) -> str:
                      f"{info['total_seconds'] / max(1, steps):.2f} |")
     lines += ["", "| masks | R | method | PSNR (dB) | SSIM | NRMSE | cases |", "|---|---|---|---|---|---|---|"]
     for family, summary in results.items():
-        accs = sorted({acc for by_acc in summary.values() for acc in by_acc}, key=float)
-        for acc in accs:
-            for method, by_acc in summary.items():
-                if acc not in by_acc:
-                    continue
-                e = by_acc[acc]
-                lines.append(f"| {family} | {acc} | {method} | {_fmt_pm(e['psnr'], 2)} | {_fmt_pm(e['ssim'], 4)} | "
-                             f"{_fmt_pm(e['nrmse'], 4)} | {e['n']} |")
+        for acc, method, e in summary_rows(summary):
+            lines.append(f"| {family} | {acc} | {method} | {format_mean_std(e['psnr'], 2)} | "
+                         f"{format_mean_std(e['ssim'], 4)} | {format_mean_std(e['nrmse'], 4)} | {e['n']} |")
     return "\n".join(lines) + "\n"
 
 

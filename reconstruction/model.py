@@ -33,23 +33,19 @@ from utils.unet import ComplexUNet2Dt
 LOSS_VARIANTS = ("original", "normalized")
 
 
-def _abs2(z: tf.Tensor) -> tf.Tensor:
-    return tf.math.real(tf.math.conj(z) * z)
-
-
 def ssl_recon_loss(x1, x2, y1, y2, mask1, mask2, coil_maps, variant: str = "original") -> tuple[tf.Tensor, tf.Tensor]:
     """Image-consistency and cross k-space losses of two reconstructions (see module docstring)."""
     diff = x1 - x2
-    img_loss = tf.reduce_mean(tf.reduce_sum(_abs2(diff), axis=[1, 2, 3]), axis=[0, -1])
+    img_loss = tf.reduce_mean(tf.reduce_sum(mri.abs2(diff), axis=[1, 2, 3]), axis=[0, -1])
     d12 = mri.forward(x1, mask2, coil_maps) - y2
     d21 = mri.forward(x2, mask1, coil_maps) - y1
     if variant == "original":
-        ksp = tf.reduce_sum(tf.sqrt(_abs2(d12) + 1e-9)) + tf.reduce_sum(tf.sqrt(_abs2(d21) + 1e-9))
+        ksp = tf.reduce_sum(tf.sqrt(mri.abs2(d12) + 1e-9)) + tf.reduce_sum(tf.sqrt(mri.abs2(d21) + 1e-9))
         return img_loss, ksp
     if variant == "normalized":
         def rel(d, y):
-            return tf.sqrt(tf.reduce_sum(_abs2(d))) / (tf.sqrt(tf.reduce_sum(_abs2(y))) + 1e-12)
-        scale = tf.reduce_mean(tf.reduce_sum(_abs2(0.5 * (x1 + x2)), axis=[1, 2, 3]), axis=[0, -1]) + 1e-12
+            return tf.sqrt(tf.reduce_sum(mri.abs2(d))) / (tf.sqrt(tf.reduce_sum(mri.abs2(y))) + 1e-12)
+        scale = tf.reduce_mean(tf.reduce_sum(mri.abs2(0.5 * (x1 + x2)), axis=[1, 2, 3]), axis=[0, -1]) + 1e-12
         return img_loss / scale, rel(d12, y2) + rel(d21, y1)
     raise ValueError(f"loss_variant: expected one of {LOSS_VARIANTS}, received {variant!r}")
 

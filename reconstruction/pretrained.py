@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-
 from feature_learning.model import FeatureNet
 from utils.checkpoint_import import ImportReport, assign_from_checkpoint, checkpoint_prefix, read_checkpoint
 from utils.training import WEIGHTS_NAME

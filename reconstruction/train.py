@@ -5,13 +5,12 @@ import logging
 import time
 from pathlib import Path
 
-import keras
 import numpy as np
 
-from feature_learning.train import start_run, steps_for
+from feature_learning.train import start_run, start_runtime, steps_for
 from reconstruction.model import SSFLRecon
 from reconstruction.pretrained import load_feature_weights
-from utils import distribute, threads
+from utils import distribute
 from utils.schema import ExperimentConfig
 from utils.training import fit
 
@@ -40,11 +39,7 @@ def train_recon(cfg: ExperimentConfig, resume: str | None = None, verbose="auto"
         return train_method(cfg, resume=resume, verbose=verbose)
     if cfg.stage != "recon":
         raise ValueError(f"config stage is {cfg.stage!r}; train-recon needs stage: recon")
-    # first: thread pools and multi_worker need an untouched runtime; the step reconstructs two views
-    threads.configure(cfg.train.threads, streams=threads.training_streams(2, cfg.train.jit_compile))
-    strategy = distribute.get_strategy(cfg.train.distribute)
-    chief = distribute.is_chief(strategy)
-    keras.utils.set_random_seed(cfg.train.seed)
+    strategy, chief = start_runtime(cfg, views=2)  # the step reconstructs two views
     with distribute.model_scope(strategy):
         model = build_recon_model(cfg)
     if cfg.train.pretrained_fe:

@@ -9,8 +9,11 @@ sweep runs in a fresh subprocess):
 * ``--recompute`` recomputes each unrolled iteration's activations in the backward pass (gradient checkpointing);
 * ``--mixed-precision bfloat16|float16`` runs the convolutions in that type (GPU option; complex sums stay
   float32);
+* ``--threads auto|tf|INTRA,INTER`` sets the CPU thread pools as ``train.threads`` (``utils/threads.py``);
 * ``--pipeline`` also times the matching tf.data pipeline on synthetic data of the same size and reports its
-  seconds per example as a fraction of the step time.
+  seconds per example as a fraction of the step time;
+* ``--ablate norm,modrelu,pool,dc`` (cost attribution; outputs are meaningless) replaces those layers by
+  pass-throughs, so the difference to the full step is their cost.
 
 Inputs are random tensors of the requested size (as the original dummy loaders): timing does not depend on values.
 The JSON has ``step_s`` (median over ``--steps`` after ``--warmup``), ``steps_s`` (all), ``peak_rss_gib`` (process
@@ -42,11 +45,10 @@ ORIGINAL = (25, 176, 132, 15)
 
 
 def parse_size(text: str) -> tuple[int, int, int, int]:
-    try:
-        size = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        size = ()
-    if len(size) != 4 or min(size) < 1:
+    from scripts._common import positive_ints
+
+    size = positive_ints(text, 4)
+    if size is None:
         raise ValueError(f"--size: expected T,X,Y,C (four positive integers), got {text!r}")
     return size  # type: ignore[return-value]
 
@@ -221,16 +223,15 @@ def run_one(args) -> dict:
     size = parse_size(args.size)
     if args.steps < 1 or args.warmup < 0:
         raise ValueError(f"--steps must be >= 1 and --warmup >= 0, got {args.steps}, {args.warmup}")
+    from feature_learning.losses import NUM_VIEWS
     from utils import threads
 
+    threads.parse(args.threads, "--threads")
     streams = 1
     if args.mode == "train" and args.exec_mode != "eager":  # eager runs one op after another from Python
-        streams = threads.training_streams({"fe-vicreg": 2, "fe-contrastive": 3, "ssfl-recon": 2}[args.model],
-                                           jit_compile=args.exec_mode == "jit")
-    try:
-        pools = threads.configure(args.threads, streams)
-    except ValueError as err:
-        raise ValueError(str(err).replace("train.threads", "--threads")) from None
+        views = NUM_VIEWS[args.model[3:]] if args.model.startswith("fe-") else 2
+        streams = threads.training_streams(views, jit_compile=args.exec_mode == "jit")
+    pools = threads.configure(args.threads, streams)
     ablated = parse_ablate(args.ablate)
     ablate(ablated)
     model, fn, data = build(args, size)
@@ -251,7 +252,8 @@ def run_one(args) -> dict:
         "threads": args.threads, **pools, "ablate": ablated,
         "step_s": statistics.median(times), "steps_s": times, "warmup_s": warmup_s,
         "peak_rss_gib": _gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
-        "rss_before_gib": rss_before, "peak_rss_warmup_gib": peak_warmup, "rss_end_gib": _rss_gib(), "params": int(sum(int(tf.size(v)) for v in model.trainable_variables)),
+        "rss_before_gib": rss_before, "peak_rss_warmup_gib": peak_warmup, "rss_end_gib": _rss_gib(),
+        "params": int(sum(int(tf.size(v)) for v in model.trainable_variables)),
         "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
         "cpu_count": os.cpu_count(), "tensorflow": tf.__version__, "python": platform.python_version(),
     }

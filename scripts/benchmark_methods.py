@@ -5,16 +5,14 @@ import argparse
 import logging
 from pathlib import Path
 
+from scripts._common import add_config_arguments
+
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True,
-                        help="benchmark config (stage-2 sections shared by all methods + a benchmark: section), "
-                             "e.g. configs/benchmark.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a config value, e.g. --set benchmark.methods=[supervised,ssdu] "
-                             "(repeatable; values are YAML)")
+    # --config: stage-2 sections shared by all methods + a benchmark: section, e.g. configs/benchmark.yaml
+    add_config_arguments(parser)
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="output folder (default: train.run_dir of the config)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch Keras progress lines")

@@ -122,11 +122,10 @@ def metric_options(args: argparse.Namespace):
     if crop_text in ("none", "cmrxrecon"):
         crop = None if crop_text == "none" else "cmrxrecon"
     else:
-        try:
-            crop = tuple(int(v) for v in crop_text.split(","))
-        except ValueError:
-            crop = ()
-        if len(crop) != 2 or min(crop) < 1:
+        from scripts._common import positive_ints
+
+        crop = positive_ints(crop_text, 2)
+        if crop is None:
             raise ValueError(f"--crop: expected none, cmrxrecon or two positive integers CX,CY, got {crop_text!r}")
     return MetricOptions(psnr_data_range=psnr_range, crop=crop, normalize=args.normalize,
                          compute_ssim=args.ssim, original_batch0_only=args.original_batch0_only)

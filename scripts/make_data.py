@@ -21,17 +21,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from scripts._common import positive_ints
+
 logger = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "val", "test")
 
 
 def _size(text: str) -> tuple[int, int, int, int]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 4 or min(values) < 1:
+    values = positive_ints(text, 4)
+    if values is None:
         raise argparse.ArgumentTypeError(f"expected T,X,Y,C as four positive integers, got {text!r}")
     return values  # type: ignore[return-value]
 

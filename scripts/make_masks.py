@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from data_loader.masks import MASK_GENERATORS, effective_acceleration, generate_mask, write_mask_txt
+
 logger = logging.getLogger(__name__)
 
 

@@ -34,6 +34,14 @@ def cdot(a, b) -> complex:
     return complex(np.vdot(a, b))
 
 
+def tiny_recon_yaml(root, masks, size: Sequence[int] = (4, 24, 16, 2)) -> str:
+    """Stage-2 YAML of a tiny synthetic run (5 subjects, one unrolled iteration, 4 UNet filters) for CLI tests;
+    ``root`` holds the generated data, ``masks`` the mask cache."""
+    t, x, y, c = size
+    return (f"stage: recon\ndata:\n  source: synthetic\n  root: {root}\n  size: [{t}, {x}, {y}, {c}]\n"
+            f"  subjects: 5\n  seed: 0\n  mask_cache: {masks}\nmodel:\n  num_iter: 1\n  filters: 4\n")
+
+
 def max_abs_error(actual, expected) -> float:
     return float(np.max(np.abs(np.asarray(actual).astype(np.complex128) - np.asarray(expected))))
 

@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 from scipy import ndimage
 
+from helpers import tiny_recon_yaml
 from reconstruction import transforms as tr
 from reconstruction.baselines import (
     EITrainer,
@@ -286,18 +287,7 @@ def test_config_method_keys_and_dispatch(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- benchmark
-BENCH_CONFIG = """\
-stage: recon
-data:
-  source: synthetic
-  root: {root}
-  size: [4, 24, 16, 2]
-  subjects: 5
-  seed: 0
-  mask_cache: {masks}
-model:
-  num_iter: 1
-  filters: 4
+BENCH_SECTIONS = """\
 train:
   epochs: 1
   steps_per_epoch: 2
@@ -317,7 +307,7 @@ def bench(tmp_path_factory) -> dict:
 
     base = tmp_path_factory.mktemp("bench")
     config = base / "bench.yaml"
-    config.write_text(BENCH_CONFIG.format(root=base / "data", masks=base / "masks", out=base / "unused"),
+    config.write_text(tiny_recon_yaml(base / "data", base / "masks") + BENCH_SECTIONS.format(out=base / "unused"),
                       encoding="utf-8")
     out = base / "out"
     assert main(["benchmark-methods", "--config", str(config), "--out", str(out), "--quiet"]) == 0

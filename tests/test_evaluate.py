@@ -19,6 +19,7 @@ from PIL import Image
 from data_loader import pipelines
 from evaluation.figures import save_mask_figure, side_by_side
 from evaluation.metrics import MetricOptions, compute_metrics
+from helpers import tiny_recon_yaml
 from scripts.cli import main
 from utils.config import load_config
 from utils.schema import ExperimentConfig
@@ -30,19 +31,6 @@ T, X, Y, C = 4, 24, 16, 2
 ACCS = ("4", "8")
 CASES = 2
 METRIC_KEYS = ("psnr", "ssim", "nrmse", "nmse")
-CONFIG = """\
-stage: recon
-data:
-  source: synthetic
-  root: {root}
-  size: [{t}, {x}, {y}, {c}]
-  subjects: 5
-  seed: 0
-  mask_cache: {masks}
-model:
-  num_iter: 1
-  filters: 4
-"""
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -60,7 +48,7 @@ def setup(tmp_path_factory) -> dict:
 
     base = tmp_path_factory.mktemp("evaluate")
     config = base / "tiny.yaml"
-    config.write_text(CONFIG.format(root=base / "data", masks=base / "masks", t=T, x=X, y=Y, c=C), encoding="utf-8")
+    config.write_text(tiny_recon_yaml(base / "data", base / "masks", (T, X, Y, C)), encoding="utf-8")
     cfg = load_config(ExperimentConfig, config)
     model = build_recon_model(cfg)
     # away from the initial values (tau 0.1, DC weight 1), so scores of an unloaded model could not match

@@ -69,13 +69,16 @@ def _after(gradients: Sequence[tf.Tensor], *tensors: tf.Tensor) -> list[tf.Tenso
         return [tf.identity(t) for t in tensors]
 
 
+def _to(t: tf.Tensor, conv_dtype: str | None) -> tf.Tensor:
+    """``t`` in the convolutions' type (mixed precision), unchanged for float32 (``conv_dtype`` None)."""
+    return t if conv_dtype is None else tf.cast(t, conv_dtype)
+
+
 def _conv_same(a: tf.Tensor, w: tf.Tensor, conv_dtype: str | None = None) -> tf.Tensor:
     """'same' real convolution; with ``conv_dtype`` its inputs are rounded to that type and the result is
     returned in float32, so the complex combination that follows stays in float32 (mixed precision)."""
-    if conv_dtype is None:
-        return tf.nn.conv3d(a, w, strides=[1, 1, 1, 1, 1], padding="SAME")
-    out = tf.nn.conv3d(tf.cast(a, conv_dtype), tf.cast(w, conv_dtype), strides=[1, 1, 1, 1, 1], padding="SAME")
-    return tf.cast(out, a.dtype)
+    out = tf.nn.conv3d(_to(a, conv_dtype), _to(w, conv_dtype), strides=[1, 1, 1, 1, 1], padding="SAME")
+    return out if conv_dtype is None else tf.cast(out, a.dtype)
 
 
 def _conv_parts_forward(x_re, x_im, kernel, conv_dtype):
@@ -89,7 +92,7 @@ def _conv_parts_forward(x_re, x_im, kernel, conv_dtype):
 
 def _make_fast_grad_conv(conv_dtype: str | None):
     def cast(t):
-        return t if conv_dtype is None else tf.cast(t, conv_dtype)
+        return _to(t, conv_dtype)
 
     @tf.custom_gradient
     def conv(x_re: tf.Tensor, x_im: tf.Tensor, kernel: tf.Tensor):
@@ -188,11 +191,9 @@ def complex_conv3d_transpose_parts(x_re, x_im, kernel, output_shape, strides, co
     w_re, w_im = kernel[..., 0], kernel[..., 1]
 
     def conv_t(a, w):
-        if conv_dtype is None:
-            return tf.nn.conv3d_transpose(a, w, output_shape, strides=[1, *strides, 1], padding="SAME")
-        out = tf.nn.conv3d_transpose(tf.cast(a, conv_dtype), tf.cast(w, conv_dtype), output_shape,
+        out = tf.nn.conv3d_transpose(_to(a, conv_dtype), _to(w, conv_dtype), output_shape,
                                      strides=[1, *strides, 1], padding="SAME")
-        return tf.cast(out, a.dtype)
+        return out if conv_dtype is None else tf.cast(out, a.dtype)
 
     # (x_re + i x_im) * (w_re - i w_im)
     return conv_t(x_re, w_re) + conv_t(x_im, w_im), conv_t(x_im, w_re) - conv_t(x_re, w_im)

@@ -169,6 +169,11 @@ def normal(image: tf.Tensor, mask: tf.Tensor, coil_maps: tf.Tensor) -> tf.Tensor
     return adjoint(forward(image, mask, coil_maps), mask, coil_maps)
 
 
+def abs2(z: tf.Tensor) -> tf.Tensor:
+    """``|z|^2`` of a complex tensor as ``Re(conj(z) z)`` (the original's form, so losses stay bit-equal)."""
+    return tf.math.real(tf.math.conj(z) * z)
+
+
 def complex_scale(x: tf.Tensor, scale) -> tf.Tensor:
     """Multiplies a complex tensor by a real scalar/tensor."""
     scale = tf.cast(scale, x.dtype.real_dtype)

@@ -20,8 +20,8 @@ import os
 log = logging.getLogger(__name__)
 
 
-def parse(setting: str) -> tuple[int, int] | str:
-    """``"auto"``/``"tf"`` as they are, ``"I,J"`` as (I, J); ValueError naming ``train.threads`` otherwise."""
+def parse(setting: str, name: str = "train.threads") -> tuple[int, int] | str:
+    """``"auto"``/``"tf"`` as they are, ``"I,J"`` as (I, J); ValueError naming the setting (``name``) otherwise."""
     text = str(setting).strip().lower()
     if text in ("auto", "tf"):
         return text
@@ -31,7 +31,7 @@ def parse(setting: str) -> tuple[int, int] | str:
     except ValueError:
         intra = inter = -1
     if len(parts) != 2 or intra < 0 or inter < 0:
-        raise ValueError(f"train.threads: expected 'auto', 'tf' or 'INTRA,INTER' (two non-negative integers, "
+        raise ValueError(f"{name}: expected 'auto', 'tf' or 'INTRA,INTER' (two non-negative integers, "
                          f"0 = TensorFlow's default), got {setting!r}")
     return intra, inter
 
