@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
+from evaluation import protocols
 from evaluation.metrics import MetricOptions, compute_metrics
 from utils.data_consistency import cg_sense
 from utils.io import atomic_path, atomic_write_text
@@ -86,7 +87,7 @@ def _check_methods(methods: dict) -> None:
 def evaluate(cases_for: Callable[[float], Iterable[dict]], methods: dict[str, Callable[[dict], np.ndarray]],
              accelerations: Iterable[float], out_dir: str | Path, options: MetricOptions | None = None,
              figure_cases: int | None = None, gif_cases: int = 1, frame: int = 0, error_scale: float = 5.0,
-             settings: dict | None = None) -> EvaluationResult:
+             settings: dict | None = None, protocol: str | None = None) -> EvaluationResult:
     """Scores every method on every case at every acceleration and writes the report files.
 
     Args:
@@ -101,6 +102,8 @@ def evaluate(cases_for: Callable[[float], Iterable[dict]], methods: dict[str, Ca
         frame: time frame shown in the panels.
         error_scale: amplification of the error maps.
         settings: extra entries for ``settings.json`` (e.g. config, weights, split, seed).
+        protocol: ``cmrxrecon2023`` / ``cmrxrecon2024``: score with the challenge's rules
+            (:func:`evaluation.protocols.score_case`) instead of ``options``; None: ``options``.
 
     Returns:
         The rows, summary and figure list (also written to ``out_dir``).
@@ -139,8 +142,11 @@ def evaluate(cases_for: Callable[[float], Iterable[dict]], methods: dict[str, Ca
                 if recon.shape != reference.shape:
                     raise ValueError(f"method {name!r} returned shape {recon.shape} for case {case['name']!r}; "
                                      f"expected the reference shape {reference.shape}")
-                result = compute_metrics(reference, recon, options)
-                scores[name] = {k: float(result["mean"].get(k, float("nan"))) for k in METRICS}
+                if protocol:
+                    means = protocols.score_case(reference, recon, protocol)
+                else:
+                    means = compute_metrics(reference, recon, options)["mean"]
+                scores[name] = {k: float(means.get(k, float("nan"))) for k in METRICS}
                 rows.append({"acc": acc, "case": str(case["name"]), "method": name, "seconds": seconds,
                              **scores[name]})
                 recons[name] = recon
@@ -183,7 +189,8 @@ def evaluate(cases_for: Callable[[float], Iterable[dict]], methods: dict[str, Ca
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
     atomic_write_text(out_dir / "table.md", markdown_table(summary))
     all_settings = {"methods": list(methods), "accelerations": accelerations, "metric_options":
-                    dataclasses.asdict(options), "frame": frame, "error_scale": error_scale, **(settings or {})}
+                    dataclasses.asdict(options), "protocol": protocol, "frame": frame, "error_scale": error_scale,
+                    **(settings or {})}
     atomic_write_text(out_dir / "settings.json", json.dumps(all_settings, indent=1, default=str) + "\n")
     result = EvaluationResult(out_dir=out_dir, rows=rows, summary=summary, figures=figures)
     atomic_write_text(out_dir / "report.md", "\n".join(["# Evaluation", "", *report_lines(result)]))
@@ -204,7 +211,8 @@ def evaluate_split(data_cfg, methods: dict[str, Callable[[dict], np.ndarray]], a
         seed: base seed of the per-case masks (case i at every R uses a seed derived from (seed, i)).
         mask_kind: kind of the evaluation masks (default ``data.mask_kind``).
         max_cases: evaluate only the first this many cases of the split (None: all).
-        **kwargs: passed to :func:`evaluate` (options, figure_cases, gif_cases, frame, error_scale, settings).
+        **kwargs: passed to :func:`evaluate` (options, figure_cases, gif_cases, frame, error_scale, settings,
+            protocol: with a protocol only the slices it scores are evaluated).
 
     Returns:
         The :class:`EvaluationResult`.
@@ -220,6 +228,11 @@ def evaluate_split(data_cfg, methods: dict[str, Callable[[dict], np.ndarray]], a
 
     def cases_for(acc: float) -> Iterable[dict]:
         cases = pipelines.eval_cases(data_cfg, split, acc, mask_kind=mask_kind, seed=seed)
+        if kwargs.get("protocol"):
+            from data_loader.formats import read_dataset_csv
+
+            rows = read_dataset_csv(pipelines.split_csv_path(data_cfg, split))
+            cases = protocols.select_cases(cases, rows, kwargs["protocol"])
         return itertools.islice(cases, max_cases)
 
     return evaluate(cases_for, methods, accelerations, out_dir, settings=settings, **kwargs)

@@ -15,6 +15,8 @@ from typing import Sequence
 # subcommand -> (module under scripts/, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "make-data": ("make_data", "generate the built-in synthetic multi-coil cardiac cine data set"),
+    "prepare-data": ("prepare_data", "convert real k-space (CMRxRecon 2023/2024 .mat, OCMR ISMRMRD .h5, original "
+                                     "layout) into the HDF5 layout with split CSVs by patient"),
     "make-masks": ("make_masks", "generate k-t sampling masks (VISTA, equispaced, variable-density random, "
                                  "Gaussian) in the original text format"),
     "train-features": ("train_features", "stage 1: self-supervised feature learning (VICReg / contrastive)"),

@@ -59,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--normalize", choices=("none", "cmrxrecon"), default="none",
                         help="none (default: complex images, SSIM on magnitudes) or cmrxrecon (magnitudes, each "
                              "frame divided by its own maximum)")
+    parser.add_argument("--protocol", choices=("none", "cmrxrecon2023", "cmrxrecon2024"), default="none",
+                        help="score as a CMRxRecon challenge (evaluation/protocols.py): central 2 slices, first 3 "
+                             "frames, magnitude, centre crop X/3 x Y/2, each image divided by its maximum, PSNR/SSIM/"
+                             "NMSE per image; overrides --psnr-range/--crop/--normalize (default none)")
     parser.add_argument("--original-batch0-only", action="store_true",
                         help="score only batch element 0 / channel 0 in input precision, exactly as the original "
                              "code (default: every element and channel, float64)")
@@ -226,9 +230,9 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_split(
         cfg.data, methods, accelerations, args.out, split=args.split, seed=args.seed, mask_kind=args.mask_kind,
         max_cases=args.cases, options=options, figure_cases=args.figure_cases, gif_cases=args.gif_cases,
-        frame=args.frame, settings={"config": args.config or str(Path(args.weights) / "config.yaml"),
-                                    "overrides": list(args.overrides), "weights": weights_read,
-                                    "cg_iters": args.cg_iters})
+        frame=args.frame, protocol=None if args.protocol == "none" else args.protocol,
+        settings={"config": args.config or str(Path(args.weights) / "config.yaml"),
+                  "overrides": list(args.overrides), "weights": weights_read, "cg_iters": args.cg_iters})
     out = Path(args.out)
     log.info("wrote %s, %s, %s, %s and %d figure(s)", out / "per_case.csv", out / "summary.json", out / "table.md",
              out / "report.md", len(result.figures))
