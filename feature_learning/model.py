@@ -29,8 +29,10 @@ from utils.mri import complex_scale
 from utils.recompute import recompute_complex
 from utils.unet import ComplexUNet2Dt
 
+# The paper's UNet; the published FE-Net and SSFL-Recon were trained with optox's pooling gradient (README, "Training
+# as the original": model.pool_gradient).
 DEFAULT_UNET = dict(filters=12, num_levels=2, layers_per_level=1, kernel_size_2d=(1, 5, 5),
-                    kernel_size_t=(3, 1, 1), pool_size=(2, 2, 2))
+                    kernel_size_t=(3, 1, 1), pool_size=(2, 2, 2), pool_gradient="optox")
 INPUT_KEYS = ("x", "y", "mask", "coil_maps")
 
 

@@ -95,6 +95,7 @@ def train_features(cfg: ExperimentConfig, resume: str | None = None, verbose="au
              steps, run_dir)
     start = time.time()
     fit(model, train_ds, cfg.train.epochs, steps, run_dir, initial_epoch=initial_epoch, val_ds=val_ds,
-        val_steps=distribute.steps_for_examples(cfg.train.val_steps, strategy), verbose=verbose, is_chief=chief)
+        val_steps=distribute.steps_for_examples(cfg.train.val_steps, strategy), verbose=verbose, is_chief=chief,
+        max_minutes=cfg.train.max_minutes, log_seconds=cfg.train.log_seconds, label=f"stage 1 ({cfg.model.feature_method})")
     log.info("stage 1 finished in %.1f s", time.time() - start)
     return run_dir

@@ -64,7 +64,8 @@ def train_recon(cfg: ExperimentConfig, resume: str | None = None, verbose="auto"
     log.info("stage 2: %d epochs x %d steps, run folder %s", cfg.train.epochs, steps, run_dir)
     start = time.time()
     fit(model, train_ds, cfg.train.epochs, steps, run_dir, initial_epoch=initial_epoch, val_ds=val_ds,
-        val_steps=distribute.steps_for_examples(cfg.train.val_steps, strategy), verbose=verbose, is_chief=chief)
+        val_steps=distribute.steps_for_examples(cfg.train.val_steps, strategy), verbose=verbose, is_chief=chief,
+        max_minutes=cfg.train.max_minutes, log_seconds=cfg.train.log_seconds, label="stage 2 (SSFL-Recon)")
     if not resume:
         changed = [v.path for v, b in zip(model.feature_extractor.weights, fe_before)
                    if not np.array_equal(np.array(v), b)]

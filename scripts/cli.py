@@ -2,7 +2,8 @@
 
 Each subcommand lives in its own module under ``scripts/`` with two functions:
 ``add_arguments(parser)`` (every option with a help text) and ``run(args) -> int``. Modules are imported only when
-their subcommand runs, so ``ssfl-recon --help`` stays fast and does not import TensorFlow.
+their subcommand runs, so ``ssfl-recon --help`` stays fast and does not import TensorFlow; before a subcommand's
+module is imported, TensorFlow is imported quietly (:func:`utils.machine.import_tensorflow`).
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import importlib
 import logging
 import sys
 from typing import Sequence
+
+from utils.machine import import_tensorflow
 
 # subcommand -> (module under scripts/, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -65,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         top.error(f"unknown command {name!r}; choose from {', '.join(COMMANDS)}")
     top_args = top.parse_args(argv[:command_index])
+    # before any command module imports TensorFlow: its C++ log level, and no CUDA start-up lines without a GPU
+    import_tensorflow()
     parser, module = _command_parser(name)
     args = parser.parse_args(argv[command_index + 1:])
     logging.basicConfig(

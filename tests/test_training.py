@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 
 import keras
 import numpy as np
@@ -13,7 +15,9 @@ from feature_learning.model import FeatureNet
 from reconstruction.model import SSFLRecon
 from reconstruction.pretrained import load_feature_weights
 from utils import mri
-from utils.training import NonFiniteLossError, fit, load_checkpoint, save_weights_atomic
+from utils import training
+from utils.training import (NonFiniteLossError, ProgressLog, fit, load_checkpoint, read_summary,
+                            save_weights_atomic)
 
 T, X, Y, C = 8, 16, 12, 2  # T=8 pools to 2 frames: VICReg needs >= 2 rows
 SMALL_UNET = dict(filters=4)
@@ -183,3 +187,79 @@ def test_pretrained_fe_from_original_checkpoint_restores_used_variables():
     fe.build_all()
     report = load_feature_weights(fe, str(fixtures_dir() / "original" / "weights001.tf"))
     assert set(fe.variables_used_for_features()) <= set(report.restored)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Wall-clock budget (train.max_minutes) and progress lines without a terminal
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_time_budget_stops_after_the_step_in_progress_and_reports(tmp_path):
+    model = new_feature_model()
+    # a budget of ~1 microsecond is spent by the first step: exactly one step runs, the rest of the plan is skipped
+    fit(model, feature_data(2), epochs=3, steps_per_epoch=2, run_dir=tmp_path, verbose=0, max_minutes=1e-8)
+    assert int(model.optimizer.iterations.numpy()) == 1
+    summary = read_summary(tmp_path)
+    assert summary["stopped"] == "time budget"
+    assert (summary["steps"], summary["steps_this_run"], summary["planned_steps"]) == (1, 1, 6)
+    assert summary["cpu"] and summary["seconds"] > 0
+    assert (tmp_path / "model.weights.h5").is_file()
+    # the cut epoch is checkpointed but not counted as finished: --resume starts it again with the step counter kept
+    state = json.loads((tmp_path / "checkpoints" / "state.json").read_text())
+    assert state["epoch"] == 0 and state["logs"]["steps"] == 1
+    resumed = new_feature_model(seed=5)
+    assert load_checkpoint(tmp_path, resumed) == 0
+    assert int(resumed.optimizer.iterations.numpy()) == 1
+    for a, b in zip(model.weights, resumed.weights):
+        np.testing.assert_array_equal(np.array(a), np.array(b), err_msg=a.path)  # a save/load round trip
+
+
+def test_unspent_budget_lets_the_run_finish(tmp_path):
+    model = new_feature_model()
+    fit(model, feature_data(2), epochs=1, steps_per_epoch=2, run_dir=tmp_path, verbose=0, max_minutes=60)
+    summary = read_summary(tmp_path)
+    assert summary["stopped"] == "finished" and summary["steps"] == 2 == summary["planned_steps"]
+    assert json.loads((tmp_path / "checkpoints" / "state.json").read_text())["epoch"] == 1
+
+
+def test_progress_lines_without_a_terminal(tmp_path, caplog):
+    # under pytest stdout is not a terminal: verbose="auto" gives log lines instead of Keras' bar
+    model = new_feature_model()
+    with caplog.at_level(logging.INFO, logger="utils.training"):
+        fit(model, feature_data(2), epochs=2, steps_per_epoch=2, run_dir=tmp_path, log_seconds=1e-6,
+            label="stage 1 (test)")
+    lines = [r.getMessage() for r in caplog.records if "steps/s" in r.getMessage()]
+    assert len(lines) == 4, lines  # one per step with an interval shorter than a step
+    assert lines[0].startswith("stage 1 (test): step 1/4, loss ")
+    assert lines[-1].startswith("stage 1 (test): step 4/4, ") and lines[-1].endswith("ETA 0m00s")
+
+
+def test_progress_log_writes_at_least_every_interval(monkeypatch, caplog):
+    # steps ending at these (fake) times, 30 s interval: a line after the first step, then whenever the next step
+    # (at the mean step time) would end more than 30 s after the last line
+    now = {"t": 0.0, "steps": 0}
+    monkeypatch.setattr(training.time, "time", lambda: now["t"])
+    monkeypatch.setattr(training, "optimizer_steps", lambda model: now["steps"])
+    progress = ProgressLog("stage 2", total_steps=7, every=30.0, max_seconds=120.0, watchdog=False)
+    progress.on_train_begin()
+    with caplog.at_level(logging.INFO, logger="utils.training"):
+        for step, t in enumerate([5, 10, 20, 31, 45, 62, 70], start=1):
+            now.update(t=float(t), steps=step)
+            progress.on_train_batch_end(step - 1, {"loss": 1.0})
+    messages = [r.getMessage() for r in caplog.records]
+    assert [m.split(",")[0] for m in messages] == ["stage 2: step 1/7", "stage 2: step 4/7", "stage 2: step 6/7"]
+    # ETA = min(remaining steps / rate, what is left of the 120 s budget): at 62 s, 1 step at 6/62 steps/s
+    assert messages[2] == "stage 2: step 6/7, loss 1, 0.0968 steps/s, elapsed 1m02s, ETA 0m10s"
+
+
+def test_progress_watchdog_reports_a_long_step(caplog):
+    # no step ends for 0.7 s with a 0.2 s interval: the watchdog says the step is still running
+    progress = ProgressLog("stage 1", total_steps=3, every=0.2)
+    progress.set_model(new_feature_model())
+    with caplog.at_level(logging.INFO, logger="utils.training"):
+        progress.on_train_begin()
+        time.sleep(0.7)
+        progress.on_train_end()
+    running = [r.getMessage() for r in caplog.records if "running" in r.getMessage()]
+    assert len(running) >= 2 and running[0].startswith("stage 1: step 1/3 running, elapsed ")
+    assert progress._thread is None

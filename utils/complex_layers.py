@@ -28,6 +28,10 @@ PACKAGE = "ssfl"
 MODRELU_EPS = 1e-9
 
 
+# Gradients of MagnitudeMaxPool3D: the true complex derivative, or the original's (optox) real-part-only routing.
+POOL_GRADIENTS = ("complex", "optox")
+
+
 def _triple(value, name: str) -> tuple[int, int, int]:
     if isinstance(value, int):
         return (value, value, value)
@@ -535,12 +539,22 @@ class MagnitudeMaxPool3D(keras.layers.Layer):
             (non-overlapping windows, as in the original UNets).
         **kwargs: passed to ``keras.layers.Layer``.
 
+        gradient: ``complex`` (the true derivative: the whole complex upstream gradient goes to the selected
+            element) or ``optox`` (what the original's GPU op computed and the published models were trained with:
+            only the real part of the upstream gradient reaches the selected element, its imaginary part is zero;
+            optox ``tensorflow/optotf/maxpooling/__init__.py`` passes ``tf.math.imag`` of a real tensor). The
+            forward pass is the same.
+
     Input: complex (B, T, X, Y, C). Output: complex (B, ceil(T/st), ceil(X/sx), ceil(Y/sy), C).
-    The gradient flows to the real and imaginary parts of the selected element only.
+    The gradient flows to the selected element only (the first maximum of each window).
     """
 
-    def __init__(self, pool_size: int | Sequence[int] = 2, strides: int | Sequence[int] | None = None, **kwargs):
+    def __init__(self, pool_size: int | Sequence[int] = 2, strides: int | Sequence[int] | None = None,
+                 gradient: str = "complex", **kwargs):
         super().__init__(**kwargs)
+        if gradient not in POOL_GRADIENTS:
+            raise ValueError(f"gradient: expected one of {list(POOL_GRADIENTS)}, received {gradient!r}")
+        self.gradient = gradient
         self.pool_size = _triple(pool_size, "pool_size")
         self.strides = self.pool_size if strides is None else _triple(strides, "strides")
         if self.strides != self.pool_size:
@@ -576,14 +590,18 @@ class MagnitudeMaxPool3D(keras.layers.Layer):
         order = tf.range(n, 0, -1, dtype=tf.int32)
         first = tf.argmax(tf.where(is_max, order, tf.zeros_like(order)), axis=-1, output_type=tf.int32)
         select = tf.one_hot(first, n, dtype=re_w.dtype)
-        return tf.reduce_sum(re_w * select, axis=-1), tf.reduce_sum(im_w * select, axis=-1)
+        out_im = tf.reduce_sum(im_w * select, axis=-1)
+        if self.gradient == "optox":
+            out_im = tf.stop_gradient(out_im)  # the imaginary part of the upstream gradient is dropped
+        return tf.reduce_sum(re_w * select, axis=-1), out_im
 
     def compute_output_shape(self, input_shape):
         out = [None if n is None else -(-n // s) for n, s in zip(input_shape[1:4], self.pool_size)]
         return (input_shape[0], *out, input_shape[-1])
 
     def get_config(self):
-        return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides}
+        return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides,
+                "gradient": self.gradient}
 
 
 def padding_to_multiple(shape: tf.Tensor, factors: Sequence[int]) -> tf.Tensor:

@@ -6,7 +6,8 @@ A run folder holds:
 * ``checkpoints/last.weights.h5`` (Keras weights), ``checkpoints/last.optimizer.npz`` (optimizer variables,
   including its iteration counter) and ``checkpoints/state.json`` (epoch, loss); all written atomically, the
   state file last, so an interrupted save leaves the previous checkpoint intact.
-* ``weights.h5`` → final weights (``model.weights.h5``), ``loss.csv``, ``loss.png`` and ``logs/`` (TensorBoard).
+* ``model.weights.h5`` (final weights), ``loss.csv`` (per epoch, with the optimizer step count), ``loss.png``,
+  ``logs/`` (TensorBoard) and ``summary.json`` (steps done, seconds, ``finished`` or ``time budget``, CPU).
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import json
 import logging
 import math
 import os
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -117,13 +120,17 @@ def load_checkpoint(run_dir: Path, model: keras.Model) -> int:
 
 
 class RunLogger(keras.callbacks.Callback):
-    """Per epoch: NaN guard, atomic checkpoint, ``loss.csv`` and ``loss.png``; progress lines with elapsed time."""
+    """Per epoch: NaN guard, atomic checkpoint, ``loss.csv`` and ``loss.png``; progress lines with elapsed time.
+
+    An epoch cut short by the time budget is logged and checkpointed as well; its checkpoint counts only the
+    finished epochs, so ``--resume`` starts that epoch again (with the optimizer's step counter restored)."""
 
     def __init__(self, run_dir: Path, save: bool = True):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.save = save
         self.non_finite: str | None = None
+        self.partial_epoch = False  # set by TimeBudget when it stops inside an epoch
         self._start = time.time()
         self.csv_path = self.run_dir / "loss.csv"
 
@@ -148,10 +155,12 @@ class RunLogger(keras.callbacks.Callback):
             return  # keep the last good checkpoint
         if not self.save:
             return
-        save_checkpoint(self.run_dir, self.model, epoch + 1, logs)
+        steps = optimizer_steps(self.model)
+        save_checkpoint(self.run_dir, self.model, epoch if self.partial_epoch else epoch + 1,
+                        {**logs, "steps": steps})
         rows = [r for r in self._rows() if int(r["epoch"]) <= epoch]
-        rows.append({"epoch": epoch + 1, **logs})
-        keys = ["epoch"] + sorted({k for r in rows for k in r if k != "epoch"})
+        rows.append({"epoch": epoch + 1, "steps": steps, **logs})
+        keys = ["epoch", "steps"] + sorted({k for r in rows for k in r if k not in ("epoch", "steps")})
         with atomic_path(self.csv_path) as tmp:
             with open(tmp, "w", newline="") as fh:
                 writer = csv.DictWriter(fh, fieldnames=keys)
@@ -163,26 +172,166 @@ class RunLogger(keras.callbacks.Callback):
             save_loss_curves(self.run_dir / "loss.png", self.csv_path)
         except Exception as err:  # a plotting problem must not stop training
             log.warning("could not draw loss.png: %s", err)
-        log.info("epoch %d done (%s) — %.1f s elapsed", epoch + 1,
-                 ", ".join(f"{k}={v:.5g}" for k, v in logs.items()), time.time() - self._start)
+        log.info("epoch %d %s (%s) — %.1f s elapsed", epoch + 1, "stopped by the time budget" if self.partial_epoch
+                 else "done", ", ".join(f"{k}={v:.5g}" for k, v in logs.items()), time.time() - self._start)
+
+
+def optimizer_steps(model: keras.Model) -> int:
+    """Optimizer steps taken so far (restored with a checkpoint, so it counts across resumes)."""
+    optimizer = getattr(model, "optimizer", None)
+    iterations = getattr(optimizer, "iterations", None)
+    return int(iterations.numpy()) if iterations is not None else 0
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m{rest % 60:02d}s" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training once ``max_seconds`` of wall time have passed (checked after every step, so the step in
+    progress always finishes); ``run_logger`` is told when that happens inside an epoch."""
+
+    def __init__(self, max_seconds: float, run_logger: RunLogger | None = None, steps_per_epoch: int | None = None):
+        super().__init__()
+        self.max_seconds = float(max_seconds)
+        self.run_logger = run_logger
+        self.steps_per_epoch = steps_per_epoch
+        self.stopped = False
+        self._start = time.time()
+
+    def on_train_begin(self, logs=None):
+        self._start = time.time()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.stopped or time.time() - self._start < self.max_seconds:
+            return
+        self.stopped = True
+        self.model.stop_training = True
+        if self.run_logger is not None and (self.steps_per_epoch is None or batch + 1 < self.steps_per_epoch):
+            self.run_logger.partial_epoch = True
+        log.info("time budget of %s spent after %d optimizer steps: stopping after this step",
+                 _duration(self.max_seconds), optimizer_steps(self.model))
+
+
+class ProgressLog(keras.callbacks.Callback):
+    """Without a terminal: a log line after the first step and then at least every ``every`` seconds, with the
+    step, the loss, steps/s and the ETA of the run (bounded by the time budget, if any).
+
+    After a step, a line is written when the next step would otherwise end more than ``every`` seconds after the
+    last line (judged by the mean step time); a watchdog thread covers steps longer than ``every`` (the first step
+    traces the graph), writing a "still running" line whenever ``every`` seconds pass without one."""
+
+    def __init__(self, label: str, total_steps: int, every: float = 30.0, max_seconds: float = 0.0,
+                 watchdog: bool = True):
+        super().__init__()
+        self.label = label
+        self.total_steps = total_steps
+        self.every = float(every)
+        self.max_seconds = float(max_seconds)
+        self.watchdog = watchdog
+        self.lines = 0
+        self._done = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def on_train_begin(self, logs=None):
+        self._start = self._last = time.time()
+        self._first = optimizer_steps(self.model)
+        self._done = 0
+        if self.watchdog:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._watch, name="progress-watchdog", daemon=True)
+            self._thread.start()
+
+    def on_train_end(self, logs=None):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(min(1.0, self.every / 4)):
+            now = time.time()
+            if now - self._last >= self.every:
+                self._last = now
+                self.lines += 1
+                log.info("%s: step %d/%d running, elapsed %s", self.label, self._done + 1, self.total_steps,
+                         _duration(now - self._start))
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.time()
+        done = self._done = optimizer_steps(self.model) - self._first
+        elapsed = now - self._start
+        step_time = elapsed / max(done, 1)
+        if done > 1 and now - self._last + step_time <= self.every:
+            return
+        self._last = now
+        rate = done / elapsed if elapsed > 0 else 0.0
+        remaining = (self.total_steps - done) / rate if rate > 0 else float("inf")
+        if self.max_seconds:
+            remaining = min(remaining, max(0.0, self.max_seconds - elapsed))
+        loss = (logs or {}).get("loss")
+        loss_text = f"loss {float(loss):.5g}, " if loss is not None else ""
+        eta = _duration(remaining) if math.isfinite(remaining) else "?"
+        log.info("%s: step %d/%d, %s%.3g steps/s, elapsed %s, ETA %s", self.label, done, self.total_steps,
+                 loss_text, rate, _duration(elapsed), eta)
+        self.lines += 1
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    atomic_write_text(Path(run_dir) / "summary.json", json.dumps(summary, indent=1))
+
+
+def read_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The ``summary.json`` of a finished run (steps, seconds, why it stopped, CPU); empty if there is none."""
+    path = Path(run_dir) / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def fit(model: keras.Model, train_ds, epochs: int, steps_per_epoch: int | None, run_dir: Path,
         initial_epoch: int = 0, val_ds=None, val_steps: int | None = None, verbose: int | str = "auto",
-        is_chief: bool = True) -> keras.callbacks.History:
-    """``model.fit`` with the run's callbacks; raises :class:`NonFiniteLossError` on NaN/Inf."""
+        is_chief: bool = True, max_minutes: float = 0.0, log_seconds: float = 30.0,
+        label: str = "training") -> keras.callbacks.History:
+    """``model.fit`` with the run's callbacks; raises :class:`NonFiniteLossError` on NaN/Inf.
+
+    ``verbose="auto"``: Keras' progress bar on a terminal, else :class:`ProgressLog` lines every ``log_seconds``.
+    ``max_minutes`` > 0 stops the run when that wall time is spent (:class:`TimeBudget`). Writes ``summary.json``
+    (steps done, seconds, why it stopped, CPU) into ``run_dir``."""
+    from utils.machine import cpu_description
+
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 0
     logger = RunLogger(run_dir, save=is_chief)
-    callbacks = [logger]
+    callbacks: list[keras.callbacks.Callback] = [logger]
+    budget = None
+    if max_minutes and max_minutes > 0:
+        budget = TimeBudget(60.0 * max_minutes, logger, steps_per_epoch)
+        callbacks.append(budget)
+    if verbose != 1 and steps_per_epoch:
+        callbacks.append(ProgressLog(label, (epochs - initial_epoch) * steps_per_epoch, log_seconds,
+                                     60.0 * max_minutes))
     if is_chief:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False))
+    first_step, start = optimizer_steps(model), time.time()
     history = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch or None,
-                        initial_epoch=initial_epoch, validation_data=val_ds,
+                        initial_epoch=initial_epoch, validation_data=val_ds, shuffle=False,
                         validation_steps=val_steps or None, callbacks=callbacks, verbose=verbose)
     if logger.non_finite:
         raise NonFiniteLossError(
             f"training stopped: {logger.non_finite}. The last good checkpoint is kept in "
             f"{run_dir / 'checkpoints'} (resume with --resume {run_dir} after lowering the learning rate)."
         )
+    seconds = time.time() - start
+    steps = optimizer_steps(model)
+    summary = {"stopped": "time budget" if budget is not None and budget.stopped else "finished",
+               "steps": steps, "steps_this_run": steps - first_step,
+               "planned_steps": epochs * (steps_per_epoch or 0), "seconds": round(seconds, 2),
+               "max_minutes": max_minutes, "cpu": cpu_description()}
     if is_chief:
         save_weights_atomic(model, run_dir / WEIGHTS_NAME)
+        write_summary(run_dir, summary)
+    log.info("%s: %s after %d optimizer steps (%d in this run) in %s", label, summary["stopped"], steps,
+             steps - first_step, _duration(seconds))
     return history

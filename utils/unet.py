@@ -77,6 +77,8 @@ class ComplexUNet2Dt(keras.layers.Layer):
         output_channels: channels of the output convolution.
         feature_channels: channels of an external feature concatenated at the bottleneck (0: none).
         conv_dtype: None (float32) or "float16"/"bfloat16" for the convolutions (mixed precision).
+        pool_gradient: gradient of the magnitude max-poolings: ``complex`` (true derivative) or ``optox`` (the
+            original's; see :class:`~utils.complex_layers.MagnitudeMaxPool3D`). The forward pass is the same.
         **kwargs: passed to ``keras.layers.Layer``.
 
     Call: ``unet(x)`` or ``unet(x, feature)`` with x complex (B,T,X,Y,C) and feature complex
@@ -86,7 +88,7 @@ class ComplexUNet2Dt(keras.layers.Layer):
     def __init__(self, filters: int = 12, num_levels: int = 2, layers_per_level: int = 1,
                  kernel_size_2d: Sequence[int] = (1, 5, 5), kernel_size_t: Sequence[int] = (3, 1, 1),
                  pool_size: Sequence[int] = (2, 2, 2), output_channels: int = 1, feature_channels: int = 0,
-                 conv_dtype: str | None = None, **kwargs):
+                 conv_dtype: str | None = None, pool_gradient: str = "complex", **kwargs):
         super().__init__(**kwargs)
         if num_levels < 1 or layers_per_level < 1 or filters < 1:
             raise ValueError(
@@ -102,6 +104,7 @@ class ComplexUNet2Dt(keras.layers.Layer):
         self.output_channels = int(output_channels)
         self.feature_channels = int(feature_channels)
         self.conv_dtype = conv_dtype
+        self.pool_gradient = pool_gradient
         self.pad_factors = tuple(p ** self.num_levels for p in self.pool_size)
 
         self.encoder = []
@@ -110,7 +113,7 @@ class ComplexUNet2Dt(keras.layers.Layer):
             for _ in range(self.layers_per_level):
                 ops += _conv_block(self.filters * 2 ** level, self.kernel_size_2d, conv_dtype)
                 ops += _conv_block(self.filters * 2 ** level, self.kernel_size_t, conv_dtype)
-            ops.append(MagnitudeMaxPool3D(self.pool_size))
+            ops.append(MagnitudeMaxPool3D(self.pool_size, gradient=pool_gradient))
             self.encoder.append(_Stage(ops, name=f"encoder_{level}"))
 
         ops = []
@@ -214,7 +217,7 @@ class ComplexUNet2Dt(keras.layers.Layer):
             "layers_per_level": self.layers_per_level, "kernel_size_2d": self.kernel_size_2d,
             "kernel_size_t": self.kernel_size_t, "pool_size": self.pool_size,
             "output_channels": self.output_channels, "feature_channels": self.feature_channels,
-            "conv_dtype": self.conv_dtype,
+            "conv_dtype": self.conv_dtype, "pool_gradient": self.pool_gradient,
         }
 
     def original_variables(self) -> dict[str, keras.Variable]:
