@@ -10,6 +10,7 @@ import keras
 from feature_learning.losses import NUM_VIEWS
 from feature_learning.model import FeatureNet
 from utils import distribute, threads
+from utils.complex_layers import require_conv_dtype
 from utils.config import save_config
 from utils.schema import ExperimentConfig
 from utils.training import fit, load_checkpoint
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def build_feature_model(cfg: ExperimentConfig) -> FeatureNet:
+    require_conv_dtype(cfg.train.mixed_precision)
     m = cfg.model
     model = FeatureNet(m.num_iter, m.feature_method, loss_variant=m.feature_loss,
                        unet=m.unet_kwargs(cfg.train.mixed_precision), projector_units=m.projector_units,

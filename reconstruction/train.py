@@ -11,6 +11,7 @@ from feature_learning.train import start_run, start_runtime, steps_for
 from reconstruction.model import SSFLRecon
 from reconstruction.pretrained import load_feature_weights
 from utils import distribute
+from utils.complex_layers import require_conv_dtype
 from utils.schema import ExperimentConfig
 from utils.training import fit
 
@@ -23,6 +24,7 @@ def build_recon_model(cfg: ExperimentConfig) -> SSFLRecon:
 
         return build_method_model(cfg)
     m = cfg.model
+    require_conv_dtype(cfg.train.mixed_precision)
     model = SSFLRecon(m.num_iter, m.feature_method, unet=m.unet_kwargs(cfg.train.mixed_precision),
                       loss_variant=m.recon_loss, recompute=cfg.train.recompute, name="ssfl_recon")
     model.build_all()

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import utils  # noqa: E402,F401  (TensorFlow's environment defaults, as every command gets them: utils/__init__.py)
 
 import tensorflow as tf  # noqa: E402
 

@@ -20,8 +20,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from utils.machine import cpu_description, import_tensorflow  # noqa: E402
+
+tf = import_tensorflow()
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from conftest import fixtures_dir, load_golden  # noqa: E402
 from feature_learning import losses  # noqa: E402
@@ -29,7 +31,6 @@ from feature_learning.model import FeatureNet  # noqa: E402
 from reconstruction.model import SSFLRecon  # noqa: E402
 from utils.checkpoint_import import assign_from_checkpoint  # noqa: E402
 from utils.complex_layers import ComplexInstanceNorm, MagnitudeMaxPool3D  # noqa: E402
-from utils.machine import cpu_description  # noqa: E402
 
 
 def _row(name: str, ours, ref, atol: float, rtol: float) -> dict:
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="also write the rows as JSON to this file")
     args = parser.parse_args(argv)
     table = rows()
-    print(f"CPU: {cpu_description()}; ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '(default)')}")
+    print(f"CPU: {cpu_description()}; TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(default)')}")
     print(f"{'quantity':34s} {'max |diff|':>11s}  bit-identical  within tolerance")
     for r in table:
         print(f"{r['name']:34s} {r['max_abs_diff']:11.3g}  {str(r['bit_identical']):13s}  {r['within_tolerance']}")

@@ -6,7 +6,7 @@ Fixtures ``golden/*_grads.npz`` (fixtures README, "Gradient fixtures"): one trai
 every trainable variable, keyed by the original checkpoint names. Tolerances from that README: per variable
 ``max|g - g_fix| <= tau * max|g_fix|`` with tau = 1e-2 for the feature models and 1e-4 for SSFL-Recon; the loss at
 rtol 1e-5; the biases that feed a normalisation have zero gradient in exact arithmetic and are checked against
-``1e-4 * max |g_fix|`` over all variables instead. Gradients are computed in graph mode, as training runs.
+``1e-4 * max |g_fix|`` over all variables instead. Gradients are computed eagerly, as the fixtures were.
 """
 from __future__ import annotations
 
@@ -80,13 +80,11 @@ def computed(request):
     assert not missing, f"fixture variables without a model variable: {missing[:5]}"
     targets = [variables[n] for n in names]
 
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            loss = loss_fn()
-        return loss, tape.gradient(loss, targets)
-
-    loss, grads = step()
+    # eager, as the fixtures were made (graph mode differs from eager by <= 3e-3 of max|g| for the feature models and
+    # 2.2e-5 for SSFL-Recon, inside the tolerances; tests/test_training.py trains in graph mode)
+    with tf.GradientTape() as tape:
+        loss = loss_fn()
+    grads = tape.gradient(loss, targets)
     return name, mode, model, names, float(loss), [None if g is None else g.numpy() for g in grads], fixture
 
 
@@ -132,23 +130,22 @@ def test_gradients_match_golden(computed) -> None:
     assert not failures, f"{name} ({mode}): {len(failures)} of {len(names)} variables differ:\n" + "\n".join(failures[:10])
 
 
-@pytest.mark.parametrize("name", list(TAU))
-def test_the_two_modes_differ_where_the_fixtures_say(name) -> None:
-    # so the switch cannot be a no-op: the optox fixture is far from our complex-mode gradient and vice versa
-    fixture = load_golden(f"{name}_grads.npz")
-    names = [str(n) for n in fixture["var_names"]]
-    first = {"fe_vicreg": "dc/0/weight", "fe_contrastive": "tau/0/scalar", "ssfl_recon": "recon_unet/0/ops/0/0/0/kernel"}
-    for mode in MODES:
-        model, variables, loss_fn = _model_and_loss(name, mode)
-        with tf.GradientTape() as tape:
-            loss = loss_fn()
-        grad = tape.gradient(loss, variables[first[name]]).numpy()
-        other = "complex" if mode == "optox" else "optox"
-        mine, theirs = fixture[f"grad_{mode}/{first[name]}"], fixture[f"grad_{other}/{first[name]}"]
-        scale = float(np.max(np.abs(mine)))
-        assert np.max(np.abs(grad - mine)) <= TAU[name] * scale
-        assert np.max(np.abs(grad - theirs)) > 10 * TAU[name] * scale, (name, mode)
-    assert set(names)  # the fixture is not empty
+# The variable whose gradient the two modes change most (fixtures README), per fixture.
+MOST_CHANGED = {"fe_vicreg": "dc/0/weight", "fe_contrastive": "tau/0/scalar",
+                "ssfl_recon": "recon_unet/0/ops/0/0/0/kernel"}
+
+
+def test_the_two_modes_differ_where_the_fixtures_say(computed) -> None:
+    # so the switch cannot be a no-op: our gradient is within tolerance of its own mode's fixture and far from the
+    # other mode's (dc/0/weight of VICReg: -190.9 with optox, +62.8 with the true gradient)
+    name, mode, _, names, _, grads, fixture = computed
+    key = MOST_CHANGED[name]
+    grad = grads[names.index(key)]
+    other = "complex" if mode == "optox" else "optox"
+    mine, theirs = fixture[f"grad_{mode}/{key}"], fixture[f"grad_{other}/{key}"]
+    scale = float(np.max(np.abs(mine)))
+    assert np.max(np.abs(grad - mine)) <= TAU[name] * scale
+    assert np.max(np.abs(grad - theirs)) > 0.1 * scale, (name, mode, float(np.max(np.abs(grad - theirs))), scale)
 
 
 def test_pool_gradient_routes_only_the_real_part_in_optox_mode() -> None:

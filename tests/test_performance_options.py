@@ -184,6 +184,12 @@ def test_recompute_keeps_loss_and_gradients(kind):
     assert worst < (2e-4 if kind == "fe" else 1e-5)
 
 
+needs_fp16_conv = pytest.mark.skipif(
+    not (cl.conv_dtype_available("float16") and cl.conv_dtype_available("bfloat16")),
+    reason="this CPU's kernels have no float16/bfloat16 3D convolution (oneDNN limited to AVX2)")
+
+
+@needs_fp16_conv
 def test_float16_convolutions_agree_with_float32():
     """Mixed precision (conv_dtype float16) vs float32 on CPU: same weights, outputs within float16 accuracy."""
     rng = np.random.default_rng(5)
@@ -199,6 +205,7 @@ def test_float16_convolutions_agree_with_float32():
     assert 0 < err < 1e-2, f"float16 convolutions: relative difference {err:.3g}"
 
 
+@needs_fp16_conv
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])
 def test_mixed_precision_training_steps(precision):
     """bfloat16 trains directly; float16 goes through dynamic loss scaling, which halves the scale and skips the
@@ -243,6 +250,17 @@ def test_benchmark_command_writes_json(tmp_path, capsys, model_name, mode):
     assert len(result["steps_s"]) == 2 and result["step_s"] == float(np.median(result["steps_s"]))
     assert result["peak_rss_gib"] >= result["rss_before_gib"] > 0
     assert result["params"] > 0
+
+
+def test_unavailable_conv_dtype_is_a_clear_error(monkeypatch):
+    from reconstruction.train import build_recon_model
+    from utils.schema import ExperimentConfig
+
+    monkeypatch.setattr(cl, "conv_dtype_available", lambda dtype: False)
+    cfg = ExperimentConfig(stage="recon")
+    cfg.train.mixed_precision = "bfloat16"
+    with pytest.raises(ValueError, match="train.mixed_precision=bfloat16: this machine's TensorFlow kernels have no"):
+        build_recon_model(cfg)
 
 
 def test_benchmark_rejects_bad_size(capsys):

@@ -17,6 +17,7 @@ Semantics follow the original merlintf/optox layers (see the fixtures README):
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -55,6 +56,31 @@ def _check_complex_input(layer: keras.layers.Layer, x: tf.Tensor, rank: int = 5)
 
 
 CONV_DTYPES = (None, "float16", "bfloat16")
+
+
+@functools.lru_cache(maxsize=None)
+def conv_dtype_available(conv_dtype: str) -> bool:
+    """Whether this machine's TensorFlow kernels run a 3D convolution in ``conv_dtype`` (``float16``/``bfloat16``).
+
+    GPUs do; on a CPU it depends on the kernels: oneDNN limited to AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``) has no
+    float16/bfloat16 convolution primitive and fails at run time. Runs one tiny convolution eagerly (so call it
+    after the thread pools are chosen)."""
+    try:
+        with tf.init_scope():
+            one = tf.ones([1, 1, 1, 1, 1], conv_dtype)
+            tf.nn.conv3d(one, one, strides=[1, 1, 1, 1, 1], padding="SAME").numpy()
+    except (tf.errors.OpError, TypeError, ValueError):
+        return False
+    return True
+
+
+def require_conv_dtype(conv_dtype: str | None, what: str = "train.mixed_precision") -> None:
+    """ValueError naming ``what`` when this machine cannot run ``conv_dtype`` convolutions."""
+    if conv_dtype and conv_dtype != "none" and not conv_dtype_available(conv_dtype):
+        from utils.machine import cpu_description
+
+        raise ValueError(f"{what}={conv_dtype}: this machine's TensorFlow kernels have no {conv_dtype} 3D convolution "
+                         f"(CPU: {cpu_description()}); use a GPU or mixed_precision none")
 
 
 def _check_conv_dtype(conv_dtype: str | None) -> None:
