@@ -33,6 +33,10 @@ phase-encoding axis. K-space is centred (DC at index n // 2) for the orthonormal
    ``initial_mask``    uint8, optional  (Y, T) 0/1 initial acquisition mask
    ==================  ===============  ========================================================================
 
+   Optional group ``prospective_masks`` (``prepare-data``): one (T, X, Y) uint8 0/1 dataset per prospective mask of
+   the source files (``R04``, ``Uniform8``, ``ktGaussian8``, ...), read by :mod:`data_loader.prospective` for
+   ``data.masks: prospective``.
+
    Root attributes: ``format`` (str, ``"ssfl-recon-h5"``), ``version`` (int, 1), ``name`` (str), ``seed`` (int,
    -1 when not synthetic), ``snr`` (float dB, NaN when unknown/noise-free), and acquisition-like metadata such as
    ``source``, ``fft`` (the transform convention), ``noise_std``, ``num_slices``, ``num_frames``, ``matrix``

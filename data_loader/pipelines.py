@@ -15,6 +15,10 @@ What the pipelines feed (the facts of the original SSFL-Recon loaders, without t
 * **Reconstruction** (:func:`recon_dataset`): the acquisition is a base mask of kind ``mask_kind`` at ``start_r``
   (seed 10, as the original); the two views multiply it by two different re-undersampling masks with R on the
   grid of ``train_r`` (training) or at ``val_r`` (``val``/``test``).
+* **Prospective masks** (``data.masks: prospective``, :mod:`data_loader.prospective`): each case's stored
+  prospective mask replaces the initial mask of stage 1, the base mask of stage 2 and the acquisition of the
+  baselines (:func:`acquired_dataset`; masks drawn at given accelerations are multiplied by it). Evaluation
+  (:func:`eval_cases`) stays retrospective.
 
 Every view is ``y = M * k`` and ``x = A^H y = sum_c conj(s_c) * ifft2c(M * y)`` (:func:`utils.mri.adjoint`), where
 ``k`` is the subject's fully sampled k-space: the stored, noisy k-space of the HDF5/synthetic layout, or
@@ -417,6 +421,8 @@ def _initial_masks(cfg: DataConfig, data: SplitData) -> list[np.ndarray]:
     """
     from data_loader.masks import effective_acceleration, equispaced_mask
 
+    if cfg.masks == "prospective":
+        return _prospective_masks(cfg, data)
     acc = float(cfg.initial_acc)
     out, stored, generated = [], 0, 0
     for i in range(len(data)):
@@ -434,6 +440,13 @@ def _initial_masks(cfg: DataConfig, data: SplitData) -> list[np.ndarray]:
         logger.info("initial masks: %d stored with the data (effective R %s), %d equispaced at R=%g", stored,
                     measured[:5], generated, acc)
     return out
+
+
+def _prospective_masks(cfg: DataConfig, data: SplitData) -> list[np.ndarray]:
+    """Per example the (ny, nt) stored prospective mask ``data.prospective_mask`` of its subject."""
+    from data_loader.prospective import split_line_masks
+
+    return split_line_masks(cfg, data)
 
 
 # ---------------------------------------------------------------------------------- random draws
@@ -721,9 +734,12 @@ def _contrastive_example(cfg: DataConfig, store: _Store, bank: _MaskBank, seed: 
 
 # ------------------------------------------------------------------------------------ recon stage
 def _fully_sampled_store(cfg: DataConfig, split: str, batch_size: int) -> tuple[SplitData, _Store]:
-    """The split's slices with an all-ones initial mask; batching needs slices of one size."""
+    """The split's slices with an all-ones initial mask (``data.masks: prospective``: the stored prospective
+    mask); batching needs slices of one size."""
     data = load_split(cfg, split)
-    store = _Store(data, [np.ones((data.shape(i)[2], data.shape(i)[0]), np.int64) for i in range(len(data))])
+    initial = (_prospective_masks(cfg, data) if cfg.masks == "prospective" else
+               [np.ones((data.shape(i)[2], data.shape(i)[0]), np.int64) for i in range(len(data))])
+    store = _Store(data, initial)
     if int(batch_size) > 1 and store.uniform is None:
         raise ValueError(f"{data.csv_path}: slices of different sizes cannot be batched (batch_size="
                          f"{batch_size}); use batch_size 1")
@@ -734,9 +750,9 @@ def recon_dataset(cfg: DataConfig, split: str = "train", seed: int | None = None
                   batch_size: int = 1) -> tf.data.Dataset:
     """Stage-2 (self-supervised reconstruction) examples: two views of one acquisition.
 
-    The acquisition is the base mask (``data.mask_kind`` at ``start_r``, seed 10); each view multiplies it by a
-    re-undersampling mask with R on the grid of ``train_r`` (training) or at ``val_r`` (``val``/``test``), the two
-    views with different masks.
+    The acquisition is the base mask (``data.mask_kind`` at ``start_r``, seed 10; with ``data.masks:
+    prospective`` the case's stored prospective mask); each view multiplies it by a re-undersampling mask with R
+    on the grid of ``train_r`` (training) or at ``val_r`` (``val``/``test``), the two views with different masks.
 
     Args:
         cfg: data config.
@@ -774,7 +790,8 @@ def recon_dataset(cfg: DataConfig, split: str = "train", seed: int | None = None
     # the recon stage takes the fully sampled data as its source, as the original (no initial mask)
     data, store = _fully_sampled_store(cfg, split, batch_size)
     accs = acceleration_grid(*cfg.train_r) if split == "train" else [float(cfg.val_r)]
-    bank = _MaskBank(cfg, store.geometries, accs, base_acc=float(cfg.start_r))
+    prospective = cfg.masks == "prospective"
+    bank = _MaskBank(cfg, store.geometries, accs, base_acc=None if prospective else float(cfg.start_r))
     num_pairs = bank.num_accs * bank.num_seeds
     _require_two_masks(bank, "re-undersampling mask")
     base_key = _key(seed, _STREAM_RECON)
@@ -788,7 +805,7 @@ def recon_dataset(cfg: DataConfig, split: str = "train", seed: int | None = None
         d = store.example(i)
         t, _, y, _ = store.dims(i)
         group = tf.gather(store.group, i)
-        acquired = bank.base_mask(group, t, y)
+        acquired = d["initial"] if prospective else bank.base_mask(group, t, y)
 
         def effective(pair):
             return acquired * bank.mask(group, pair // seeds, pair % seeds, t, y)
@@ -818,7 +835,8 @@ def eval_cases(cfg: DataConfig, split: str, acc: float, mask_kind: str = "vista"
 
     Each case samples the fully sampled k-space (stored, or ``fft2c(image * maps)`` for the original layout) with
     a mask of kind ``mask_kind`` whose seed is derived from ``seed`` and the case index, so the same arguments
-    give the same cases.
+    give the same cases. These masks are retrospective also with ``data.masks: prospective`` (prepared files hold
+    fully sampled k-space, so every method is scored on the same masks).
 
     Args:
         cfg: data config.
@@ -992,7 +1010,8 @@ def acquired_dataset(cfg: DataConfig, split: str = "train", seed: int | None = N
     mask of kind ``mask_kind`` at ``data.start_r`` with seed 10 (so self-supervised baselines see exactly the data
     SSFL-Recon re-undersamples). Otherwise each example gets, anew every epoch on the training split, a mask drawn
     uniformly among the accelerations ``accelerations`` x the seeds ``1..data.mask_seeds`` (fixed per example on
-    ``val``/``test``).
+    ``val``/``test``). With ``data.masks: prospective`` the acquisition is the case's stored prospective mask, and
+    masks drawn at ``accelerations`` are multiplied by it.
 
     Args:
         cfg: data config.
@@ -1040,19 +1059,24 @@ def acquired_dataset(cfg: DataConfig, split: str = "train", seed: int | None = N
         accs, seeds = [float(cfg.start_r)], [BASE_MASK_SEED]
     else:
         accs, seeds = accelerations, _mask_seeds(cfg)
-    bank = _MaskBank(cfg, store.geometries, accs, kind=kind, seeds=seeds,
-                     make=lambda ny, nt, acc, s: _acquired_mask(kind, ny, nt, acc, s, cache, num_center))
+    prospective = cfg.masks == "prospective"
+    bank = None if prospective and accelerations is None else _MaskBank(
+        cfg, store.geometries, accs, kind=kind, seeds=seeds,
+        make=lambda ny, nt, acc, s: _acquired_mask(kind, ny, nt, acc, s, cache, num_center))
     base_key = _key(seed, _STREAM_RECON + 100)
     train = split == "train"
-    num_pairs = bank.num_accs * bank.num_seeds
 
     def example(epoch, index):
         i = tf.cast(index, tf.int32)
         d = store.example(i)
-        t, _, y, _ = store.dims(i)
-        group = tf.gather(store.group, i)
-        pair = _uniform_int(_fold(base_key, epoch if train else 0, i), num_pairs)
-        mask = bank.mask(group, pair // bank.num_seeds, pair % bank.num_seeds, t, y)
+        if bank is None:
+            mask = d["initial"]
+        else:
+            t, _, y, _ = store.dims(i)
+            group = tf.gather(store.group, i)
+            pair = _uniform_int(_fold(base_key, epoch if train else 0, i), bank.num_accs * bank.num_seeds)
+            mask = bank.mask(group, pair // bank.num_seeds, pair % bank.num_seeds, t, y)
+            mask = d["initial"] * mask if prospective else mask
         view = _view(d["kspace"], d["coil_maps"], mask)
         view["reference"] = d["image"]
         return view

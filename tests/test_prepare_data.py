@@ -1,5 +1,6 @@
 """``prepare-data`` on small synthetic trees in the real layouts (CMRxRecon 2023/2024/2025 .mat, OCMR ISMRMRD, the
-original layout) -> training of both stages and a baseline on the output -> ``evaluate --protocol``; bad input."""
+original layout) -> training of both stages on the output (stage 2 with the stored prospective masks) -> ``evaluate
+--protocol``; bad input. Baselines on prepared output (with prospective masks): tests/test_prospective_masks.py."""
 from __future__ import annotations
 
 import csv
@@ -115,9 +116,10 @@ data:
 model:
   num_iter: 1
   filters: 4
+  num_levels: 1
 train:
   epochs: 1
-  steps_per_epoch: 2
+  steps_per_epoch: 1
   run_dir: {run_dir}
 """
 
@@ -168,7 +170,7 @@ def test_prepared_2023_files_are_normalised_compressed_and_split_by_patient(prep
     assert subject["initial_mask"] is None  # fully sampled: retrospective masks unless --initial-mask
 
 
-def test_training_both_stages_a_baseline_and_protocol_evaluation_on_prepared_data(prepared_2023):
+def test_training_both_stages_and_protocol_evaluation_on_prepared_data(prepared_2023):
     base, out = prepared_2023["base"], prepared_2023["out"]
 
     def config(stage, train_csv, run_dir):
@@ -179,10 +181,11 @@ def test_training_both_stages_a_baseline_and_protocol_evaluation_on_prepared_dat
 
     assert main(["train-features", "--config", config("features", "feature_train.csv", "fe")]) == 0
     assert (base / "fe" / "model.weights.h5").is_file()
+    # stage 2 acquires with the stored prospective mask R04 (the baselines do too: test_prospective_masks.py)
     assert main(["train-recon", "--config", config("recon", "recon_train.csv", "recon"),
-                 "--pretrained-fe", str(base / "fe")]) == 0
-    assert main(["train-recon", "--config", config("recon", "train.csv", "supervised"),
-                 "--set", "model.method=supervised"]) == 0
+                 "--pretrained-fe", str(base / "fe"), "--set", "data.masks=prospective",
+                 "--set", "data.prospective_mask=R04"]) == 0
+    assert (base / "recon" / "model.weights.h5").is_file()
     report = base / "eval"
     assert main(["evaluate", "--weights", str(base / "recon"), "--methods", "zero-filled,model",
                  "--accelerations", "3", "--protocol", "cmrxrecon2023", "--figure-cases", "0", "--gif-cases", "0",

@@ -41,6 +41,15 @@ class DataConfig:
     num_parallel_calls: parallel map workers (-1 = AUTOTUNE).
     mask_cache: folder for generated VISTA masks (empty = default cache).
     dummy: ``true`` feeds random tensors of ``size`` instead of data (like the original dummy loaders).
+    masks: ``retrospective`` (masks generated as above) or ``prospective`` (``source: h5`` only): the acquisition of
+        every case is the prospective mask stored by ``prepare-data`` in its file (``prospective_masks/<name>``):
+        stage 1's initial mask (``initial_acc`` is then unused), stage 2's base mask (instead of ``mask_kind`` at
+        ``start_r``; the views' re-undersampling masks are drawn within it) and the baselines' acquisition (masks
+        at ``model.train_accelerations`` or the dual-UNet's are multiplied by it). It must be Cartesian ky lines
+        per frame (the same for every kx); k-t patterns such as radial are errors. Evaluation stays retrospective
+        (the prepared files hold fully sampled k-space). A file without the mask is an error naming the masks it has.
+    prospective_mask: name of the stored mask for ``masks: prospective`` (``R04``, ``Uniform8``, ``ktGaussian8``,
+        ...); empty = the first one stored (in name order) in each file.
     """
 
     source: str = "synthetic"
@@ -66,10 +75,20 @@ class DataConfig:
     num_parallel_calls: int = -1
     mask_cache: str = ""
     dummy: bool = False
+    masks: str = "retrospective"
+    prospective_mask: str = ""
 
     def validate(self) -> None:
         if self.source not in DATA_SOURCES:
             raise ConfigError(f"data.source: expected one of {list(DATA_SOURCES)}, got {self.source!r}")
+        if self.masks not in ("retrospective", "prospective"):
+            raise ConfigError(f"data.masks: expected 'retrospective' or 'prospective', got {self.masks!r}")
+        if self.masks == "prospective" and self.source != "h5":
+            raise ConfigError(f"data.masks: 'prospective' reads the masks prepare-data stores in HDF5 files and needs "
+                              f"data.source 'h5', got {self.source!r}")
+        if "/" in self.prospective_mask or self.prospective_mask != self.prospective_mask.strip():
+            raise ConfigError(f"data.prospective_mask: expected a stored mask name such as 'R04' (no '/' or "
+                              f"surrounding spaces), got {self.prospective_mask!r}")
         if len(self.size) != 4 or min(self.size) < 1:
             raise ConfigError(f"data.size: expected [T, X, Y, C] of positive ints, got {self.size}")
         if not 1.0 <= self.min_r <= self.max_r:
