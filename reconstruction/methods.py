@@ -8,13 +8,14 @@
 | ``supervised`` | ``UnrolledNet`` | ``SupervisedTrainer`` | acquisition + reference |
 | ``ssdu`` | ``UnrolledNet`` | ``SSDUTrainer`` | acquisition |
 | ``ei`` / ``ei-r`` / ``ddei`` | ``UnrolledNet`` | ``EITrainer`` (``ei_transform`` / rotate / ddei) | acquisition |
-| ``dual-unet`` | ``DualUNetResNet`` | ``SupervisedTrainer`` | own vd-random masks + reference |
+| ``dual-unet`` | ``DualUNetResNet`` | ``DualUNetTrainer`` (supervised) | own vd-random masks + reference |
 
 "Acquisition" is :func:`data_loader.pipelines.acquired_dataset`: the base mask of SSFL-Recon's pipeline
 (``data.mask_kind`` at ``data.start_r``, seed 10), or masks at ``model.train_accelerations``. The dual-UNet trains,
 as in its project, on variable-density random masks with acceleration 5 and 11 central lines (capped at half the
-lines of a frame for small images), a different mask per frame, and its input is the coil-combined zero-filled image
-``A^H y`` (one complex channel: the single-coil view of the data).
+lines of a frame for small images), a different mask per frame (``model.dual_unet_masks``: a new draw per example
+and epoch, or one fixed mask for the whole data set as the project), and its input is the coil-combined
+zero-filled image ``A^H y`` (one complex channel: the single-coil view of the data).
 
 Benchmark (:func:`run_benchmark`): every trained method gets the same number of optimizer steps
 (``train.epochs x train.steps_per_epoch``) on the same training subjects, batch size and learning rate; SSFL-Recon
@@ -26,6 +27,7 @@ VISTA masks and at ``benchmark.gaussian_accelerations`` with CMRxRecon-style tim
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -39,7 +41,7 @@ import numpy as np
 
 from reconstruction.baselines import EITrainer, SSDUTrainer, SupervisedTrainer, UnrolledNet, count_params
 from evaluation.evaluate import format_mean_std, summary_rows
-from reconstruction.dual_unet import DualUNetResNet
+from reconstruction.dual_unet import DualUNetResNet, DualUNetTrainer
 from utils.config import ConfigError, apply_overrides, from_dict, load_config, save_config, to_dict
 from utils.io import atomic_write_text
 from utils.schema import ExperimentConfig
@@ -81,9 +83,23 @@ def _ei_builder(transform: str | None) -> Callable[[ExperimentConfig], keras.Mod
 
 
 def _build_dual_unet(cfg: ExperimentConfig) -> keras.Model:
-    network = DualUNetResNet(int(cfg.data.size[0]), filters=cfg.model.dual_unet_filters,
-                             num_levels=cfg.model.dual_unet_levels, name="dual_unet")
-    return SupervisedTrainer(network, loss=cfg.model.supervised_loss, seed=cfg.train.seed, name="dual_unet_trainer")
+    m = cfg.model
+    network = DualUNetResNet(int(cfg.data.size[0]), filters=m.dual_unet_filters, num_levels=m.dual_unet_levels,
+                             dropout=m.dual_unet_dropout, dropout_levels=m.dual_unet_dropout_levels,
+                             output_mode=m.dual_unet_output, variant=m.dual_unet_variant,
+                             data_consistency=m.dual_unet_dc, name="dual_unet")
+    total_steps = 0
+    if m.dual_unet_lr_schedule != "constant":
+        from data_loader import pipelines
+        from feature_learning.train import steps_for
+
+        if not cfg.train.steps_per_epoch:
+            pipelines.ensure_synthetic_data(cfg.data)
+        per_epoch = cfg.train.steps_per_epoch or steps_for(cfg, pipelines.num_examples(cfg.data, "train"))
+        total_steps = per_epoch * cfg.train.epochs
+    return DualUNetTrainer(network, loss=m.supervised_loss, weight_decay=m.dual_unet_weight_decay,
+                           lr_schedule=m.dual_unet_lr_schedule, total_steps=total_steps, seed=cfg.train.seed,
+                           name="dual_unet_trainer")
 
 
 @dataclass(frozen=True)
@@ -130,6 +146,10 @@ def method_dataset(cfg: ExperimentConfig, split: str, seed: int):
     if kind == "views":
         return pipelines.recon_dataset(cfg.data, split, seed=seed, batch_size=batch)
     if kind == "dual-unet":
+        if cfg.model.dual_unet_masks == "fixed":  # one mask (seed 10) for the whole data set, as the project
+            data = dataclasses.replace(cfg.data, start_r=DUAL_UNET_ACCELERATION)
+            return pipelines.acquired_dataset(data, split, seed=seed, batch_size=batch, mask_kind="vd-random",
+                                              num_center=DUAL_UNET_CENTER_LINES)
         return pipelines.acquired_dataset(cfg.data, split, seed=seed, batch_size=batch, mask_kind="vd-random",
                                           accelerations=[DUAL_UNET_ACCELERATION], num_center=DUAL_UNET_CENTER_LINES)
     return pipelines.acquired_dataset(cfg.data, split, seed=seed, batch_size=batch,

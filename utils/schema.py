@@ -120,6 +120,15 @@ class ModelConfig:
     ei_weight: weight of the equivariance loss. train_accelerations: R values of the training masks of the
     baselines (supervised, ssdu, ei*); empty = the acquisition (``data.mask_kind`` at ``data.start_r``, seed 10).
     dual_unet_filters / dual_unet_levels: the dual-UNet's first-level channels (64 in its project) and levels (4).
+    dual_unet_dropout / dual_unet_dropout_levels: UNet dropout rate (0.3) and the 0-based encoder levels it follows
+    ([0, 1, 3], the project's). dual_unet_output: ``complex`` (residual, complex output), ``magnitude`` (its
+    magnitude; loss to the magnitude reference) or ``sigmoid`` (the project's network). dual_unet_variant:
+    ``dual-resnet``, ``dual`` (no ResNet) or ``single-resnet`` (one UNet on real + imaginary channels).
+    dual_unet_weight_decay: PyTorch Adam's coupled L2 (1e-4 in the project; 0 = none). dual_unet_lr_schedule:
+    ``constant`` or ``warmup-cosine`` (5 % linear warm-up from 1e-3 x lr, then a half cosine to 0).
+    dual_unet_masks: training masks (vd-random, R 5, 11 central lines): ``random`` (a new draw per example and
+    epoch) or ``fixed`` (one mask for the whole data set, as the project). dual_unet_dc: end with a trainable
+    gradient data-consistency step (one cascade of the project's unrolled variant; not with ``sigmoid``).
     """
 
     num_iter: int = 2
@@ -143,6 +152,14 @@ class ModelConfig:
     train_accelerations: list[float] = field(default_factory=list)
     dual_unet_filters: int = 64
     dual_unet_levels: int = 4
+    dual_unet_dropout: float = 0.3
+    dual_unet_dropout_levels: list[int] = field(default_factory=lambda: [0, 1, 3])
+    dual_unet_output: str = "complex"
+    dual_unet_variant: str = "dual-resnet"
+    dual_unet_weight_decay: float = 0.0
+    dual_unet_lr_schedule: str = "constant"
+    dual_unet_masks: str = "random"
+    dual_unet_dc: bool = False
 
     def validate(self) -> None:
         methods = ("ssfl-recon", "supervised", "ssdu", "ei", "ei-r", "ddei", "dual-unet")
@@ -165,6 +182,29 @@ class ModelConfig:
             raise ConfigError(f"model.recon_loss: expected 'original' or 'normalized', got {self.recon_loss!r}")
         if self.num_iter < 1:
             raise ConfigError(f"model.num_iter: expected >= 1, got {self.num_iter}")
+        self._validate_dual_unet()
+
+    def _validate_dual_unet(self) -> None:
+        choices = {"dual_unet_output": ("complex", "magnitude", "sigmoid"),
+                   "dual_unet_variant": ("dual-resnet", "dual", "single-resnet"),
+                   "dual_unet_lr_schedule": ("constant", "warmup-cosine"),
+                   "dual_unet_masks": ("random", "fixed")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"model.{key}: expected one of {list(allowed)}, got {getattr(self, key)!r}")
+        if self.dual_unet_filters < 1 or self.dual_unet_levels < 1:
+            raise ConfigError(f"model.dual_unet_filters / dual_unet_levels: expected >= 1, got "
+                              f"{self.dual_unet_filters}, {self.dual_unet_levels}")
+        if not 0.0 <= self.dual_unet_dropout < 1.0:
+            raise ConfigError(f"model.dual_unet_dropout: expected a rate in [0, 1), got {self.dual_unet_dropout}")
+        if any(level < 0 for level in self.dual_unet_dropout_levels):
+            raise ConfigError(f"model.dual_unet_dropout_levels: expected 0-based encoder levels >= 0, got "
+                              f"{self.dual_unet_dropout_levels}")
+        if self.dual_unet_dc and self.dual_unet_output == "sigmoid":
+            raise ConfigError("model.dual_unet_dc: needs model.dual_unet_output 'complex' or 'magnitude', got "
+                              "'sigmoid' (a magnitude output has no k-space to correct)")
+        if not self.dual_unet_weight_decay >= 0:
+            raise ConfigError(f"model.dual_unet_weight_decay: expected >= 0, got {self.dual_unet_weight_decay}")
 
     def unet_kwargs(self, mixed_precision: str = "none") -> dict:
         """UNet arguments; ``mixed_precision`` (``float16``/``bfloat16``) is the type of its convolutions."""
