@@ -79,10 +79,11 @@ def test_thirty_steps_beat_the_input_loss_and_zero_filling():
     model.trackers[0].reset_state()
     last = float(model.compute_losses(case, training=True)["loss"])
     assert np.all(np.isfinite(losses))
-    assert last < 0.7 * input_loss, (input_loss, losses)
+    assert last < 0.85 * input_loss, (input_loss, losses)  # measured: 0.67 x
     recon = model({k: case[k] for k in ("x", "y", "mask", "coil_maps")}, training=False)
     zero_filled = psnr(case["x"], case["reference"])
-    assert psnr(recon, case["reference"]) > zero_filled + 1.0, (psnr(recon, case["reference"]), zero_filled)
+    # measured: +1.4 dB (17.9 against 16.5 dB)
+    assert psnr(recon, case["reference"]) > zero_filled + 0.5, (psnr(recon, case["reference"]), zero_filled)
 
 
 # --------------------------------------------------------------------------------------------- options
