@@ -248,8 +248,15 @@ def test_progress_log_writes_at_least_every_interval(monkeypatch, caplog):
             progress.on_train_batch_end(step - 1, {"loss": 1.0})
     messages = [r.getMessage() for r in caplog.records]
     assert [m.split(",")[0] for m in messages] == ["stage 2: step 1/7", "stage 2: step 4/7", "stage 2: step 6/7"]
-    # ETA = min(remaining steps / rate, what is left of the 120 s budget): at 62 s, 1 step at 6/62 steps/s
-    assert messages[2] == "stage 2: step 6/7, loss 1, 0.0968 steps/s, elapsed 1m02s, ETA 0m10s"
+    # the first step (tracing) gives no rate; later rates count the steps after it: at 62 s, 5 steps in 57 s, and
+    # ETA = min(1 remaining step / rate, what is left of the 120 s budget)
+    assert messages[0].endswith("0 steps/s, elapsed 0m05s, ETA 1m55s")  # no rate yet: only the budget bounds it
+    assert messages[2] == "stage 2: step 6/7, loss 1, 0.0877 steps/s, elapsed 1m02s, ETA 0m11s"
+    now.update(t=115.0, steps=7)
+    progress.every = 1.0
+    with caplog.at_level(logging.INFO, logger="utils.training"):
+        progress.on_train_batch_end(6, {"loss": 1.0})
+    assert caplog.records[-1].getMessage().endswith("ETA 0m00s")  # all steps done
 
 
 def test_progress_watchdog_reports_a_long_step(caplog):

@@ -217,7 +217,8 @@ class TimeBudget(keras.callbacks.Callback):
 
 class ProgressLog(keras.callbacks.Callback):
     """Without a terminal: a log line after the first step and then at least every ``every`` seconds, with the
-    step, the loss, steps/s and the ETA of the run (bounded by the time budget, if any).
+    step, the loss, steps/s and the ETA of the run (bounded by the time budget, if any). Rates and ETA are measured
+    from the end of the first step, which includes tracing the graph (its line shows ``ETA ?`` and 0 steps/s).
 
     After a step, a line is written when the next step would otherwise end more than ``every`` seconds after the
     last line (judged by the mean step time); a watchdog thread covers steps longer than ``every`` (the first step
@@ -237,7 +238,7 @@ class ProgressLog(keras.callbacks.Callback):
         self._thread: threading.Thread | None = None
 
     def on_train_begin(self, logs=None):
-        self._start = self._last = time.time()
+        self._start = self._last = self._first_end = time.time()
         self._first = optimizer_steps(self.model)
         self._done = 0
         if self.watchdog:
@@ -264,11 +265,13 @@ class ProgressLog(keras.callbacks.Callback):
         now = time.time()
         done = self._done = optimizer_steps(self.model) - self._first
         elapsed = now - self._start
-        step_time = elapsed / max(done, 1)
+        if done <= 1:
+            self._first_end = now  # the first step includes tracing: rates are measured after it
+        step_time = (now - self._first_end) / (done - 1) if done > 1 else elapsed
         if done > 1 and now - self._last + step_time <= self.every:
             return
         self._last = now
-        rate = done / elapsed if elapsed > 0 else 0.0
+        rate = 1.0 / step_time if done > 1 and step_time > 0 else 0.0
         remaining = (self.total_steps - done) / rate if rate > 0 else float("inf")
         if self.max_seconds:
             remaining = min(remaining, max(0.0, self.max_seconds - elapsed))
