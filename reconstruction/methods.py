@@ -55,7 +55,9 @@ DUAL_UNET_CENTER_LINES = 11
 
 # ------------------------------------------------------------------------------------------- builders
 def _unrolled(cfg: ExperimentConfig) -> UnrolledNet:
-    return UnrolledNet(cfg.model.num_iter, unet=cfg.model.unet_kwargs(), name="unrolled_net")
+    # the baselines train with the true gradient of the max-pooling (model.pool_gradient is for FE-Net/SSFL-Recon)
+    return UnrolledNet(cfg.model.num_iter, unet={**cfg.model.unet_kwargs(), "pool_gradient": "complex"},
+                       name="unrolled_net")
 
 
 def _build_ssfl(cfg: ExperimentConfig) -> keras.Model:
@@ -185,7 +187,8 @@ def train_method(cfg: ExperimentConfig, resume: str | None = None, verbose="auto
              steps, count_params(model.trainable_weights), run_dir)
     start = time.time()
     fit(model, train_ds, cfg.train.epochs, steps, run_dir, initial_epoch=initial_epoch, val_ds=val_ds,
-        val_steps=cfg.train.val_steps, verbose=verbose)
+        val_steps=cfg.train.val_steps, verbose=verbose, max_minutes=cfg.train.max_minutes,
+        log_seconds=cfg.train.log_seconds, label=cfg.model.method)
     log.info("%s finished in %.1f s", cfg.model.method, time.time() - start)
     return run_dir
 

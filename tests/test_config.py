@@ -94,6 +94,9 @@ def test_wrong_types_are_rejected_with_their_location(tmp_path, text: str, where
     ("data:\n  train_r: [4, 2]\n", "data.train_r"),
     ("train:\n  threads: many\n", "train.threads"),
     ("train:\n  threads: '1,-2'\n", "train.threads"),
+    ("train:\n  max_minutes: -1\n", "train.max_minutes"),
+    ("train:\n  log_seconds: 0\n", "train.log_seconds"),
+    ("model:\n  pool_gradient: real\n", "model.pool_gradient"),
 ])
 def test_invalid_values_are_rejected(tmp_path, text: str, field_name: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(field_name)):

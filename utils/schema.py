@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from utils.complex_layers import POOL_GRADIENTS
 from utils.config import ConfigError
 
 DATA_SOURCES = ("synthetic", "original", "h5")
@@ -152,6 +153,7 @@ class ModelConfig:
     train_accelerations: list[float] = field(default_factory=list)
     dual_unet_filters: int = 64
     dual_unet_levels: int = 4
+    pool_gradient: str = "optox"
     dual_unet_dropout: float = 0.3
     dual_unet_dropout_levels: list[int] = field(default_factory=lambda: [0, 1, 3])
     dual_unet_output: str = "complex"
@@ -182,6 +184,9 @@ class ModelConfig:
             raise ConfigError(f"model.recon_loss: expected 'original' or 'normalized', got {self.recon_loss!r}")
         if self.num_iter < 1:
             raise ConfigError(f"model.num_iter: expected >= 1, got {self.num_iter}")
+        if self.pool_gradient not in POOL_GRADIENTS:
+            raise ConfigError(f"model.pool_gradient: expected one of {list(POOL_GRADIENTS)}, "
+                              f"got {self.pool_gradient!r}")
         self._validate_dual_unet()
 
     def _validate_dual_unet(self) -> None:
@@ -210,7 +215,8 @@ class ModelConfig:
         """UNet arguments; ``mixed_precision`` (``float16``/``bfloat16``) is the type of its convolutions."""
         return dict(filters=self.filters, num_levels=self.num_levels, layers_per_level=self.layers_per_level,
                     kernel_size_2d=tuple(self.kernel_size_2d), kernel_size_t=tuple(self.kernel_size_t),
-                    pool_size=tuple(self.pool_size), conv_dtype=None if mixed_precision == "none" else mixed_precision)
+                    pool_size=tuple(self.pool_size), conv_dtype=None if mixed_precision == "none" else mixed_precision,
+                    pool_gradient=self.pool_gradient)
 
 
 @dataclass
@@ -233,6 +239,10 @@ class TrainConfig:
     ``batch_size`` (1 for the feature models), one step averages the replicas' gradients; only the chief writes.
     threads: CPU thread pools (``utils/threads.py``): ``auto`` (without a GPU, the views of a step share the cores
     instead of each asking for all of them), ``tf`` (TensorFlow's defaults) or ``"INTRA,INTER"``.
+    max_minutes: wall-clock budget of the training run (0 = none). When it is spent the step in progress finishes,
+    a checkpoint and the final weights are written and the run reports the steps it did (``summary.json``).
+    log_seconds: without a terminal (logs, CI, nohup) a progress line (step, loss, steps/s, ETA) at least this
+    often; on a terminal Keras' progress bar is shown instead.
     """
 
     epochs: int = 200
@@ -248,6 +258,8 @@ class TrainConfig:
     pretrained_fe: str = ""
     distribute: str = "none"
     threads: str = "auto"
+    max_minutes: float = 0.0
+    log_seconds: float = 30.0
 
     def validate(self) -> None:
         from utils import threads
@@ -263,6 +275,10 @@ class TrainConfig:
             raise ConfigError(f"train.epochs: expected >= 1, got {self.epochs}")
         if self.learning_rate <= 0:
             raise ConfigError(f"train.learning_rate: expected > 0, got {self.learning_rate}")
+        if not self.max_minutes >= 0:
+            raise ConfigError(f"train.max_minutes: expected >= 0 (0 = no budget), got {self.max_minutes}")
+        if not self.log_seconds > 0:
+            raise ConfigError(f"train.log_seconds: expected > 0, got {self.log_seconds}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ConfigError(f"train.mixed_precision: expected one of {list(MIXED_PRECISION)}, "
                               f"got {self.mixed_precision!r}")
