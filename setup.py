@@ -33,6 +33,6 @@ setup(
         # TensorBoard logs of every run; TF >= 2.20 no longer installs it.
         "tensorboard",
     ],
-    extras_require={"test": ["pytest"], "ocmr": ["ismrmrd"]},
+    extras_require={"test": ["pytest", "ismrmrd"], "ocmr": ["ismrmrd"]},
     entry_points={"console_scripts": ["ssfl-recon=scripts.cli:main"]},
 )

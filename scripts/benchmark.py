@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from utils.machine import cpu_description
+
 log = logging.getLogger(__name__)
 
 MODELS = ("fe-vicreg", "fe-contrastive", "ssfl-recon")
@@ -255,7 +257,9 @@ def run_one(args) -> dict:
         "rss_before_gib": rss_before, "peak_rss_warmup_gib": peak_warmup, "rss_end_gib": _rss_gib(),
         "params": int(sum(int(tf.size(v)) for v in model.trainable_variables)),
         "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
-        "cpu_count": os.cpu_count(), "tensorflow": tf.__version__, "python": platform.python_version(),
+        "cpu_count": os.cpu_count(), "cpu": cpu_description(),
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "TensorFlow's default"),
+        "tensorflow": tf.__version__, "python": platform.python_version(),
     }
     if result["device"] == "GPU":
         info = tf.config.experimental.get_memory_info("GPU:0")
@@ -309,6 +313,9 @@ def markdown(results: list[dict]) -> str:
                 if "pipeline_s_per_example" in r else "")
         lines.append(f"| {r['model']} | {r['mode']} | {size} | {r['exec']} | {opts} | {r['step_s']:.3f} | "
                      f"{r['peak_rss_gib']:.2f} | {pipe} |")
+    cpus = sorted({r["cpu"] for r in results if r.get("cpu")})
+    if cpus:  # absolute times only mean something next to the machine they were measured on
+        lines += ["", f"CPU: {'; '.join(cpus)}."]
     return "\n".join(lines) + "\n"
 
 

@@ -7,6 +7,7 @@ bit-identical (the golden tests cover the whole networks).
 from __future__ import annotations
 
 import json
+import os
 
 import keras
 import numpy as np
@@ -250,6 +251,9 @@ def test_benchmark_command_writes_json(tmp_path, capsys, model_name, mode):
     assert len(result["steps_s"]) == 2 and result["step_s"] == float(np.median(result["steps_s"]))
     assert result["peak_rss_gib"] >= result["rss_before_gib"] > 0
     assert result["params"] > 0
+    from utils.machine import cpu_description
+
+    assert result["cpu"] == cpu_description() and result["onednn"] == os.environ.get("TF_ENABLE_ONEDNN_OPTS")
 
 
 def test_unavailable_conv_dtype_is_a_clear_error(monkeypatch):
@@ -282,6 +286,9 @@ def test_benchmark_table_names_the_thread_pools():
     lines = markdown([row, default]).splitlines()
     assert lines[2] == "| fe-vicreg | train | 12,96,72,8 | graph | threads 1/2 | 0.500 | 1.25 |  |"
     assert lines[3] == "| fe-vicreg | train | 12,96,72,8 | graph | recompute | 0.500 | 1.25 |  |"
+    assert len(lines) == 4  # no CPU recorded, no CPU line
+    named = markdown([{**row, "cpu": "Some CPU, AVX2/FMA, 2 cores"}]).splitlines()
+    assert named[-1] == "CPU: Some CPU, AVX2/FMA, 2 cores."
 
 
 def test_ablate_names_are_checked():
