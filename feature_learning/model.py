@@ -28,6 +28,7 @@ from utils.distribute import replica_share
 from utils.mri import complex_scale
 from utils.recompute import recompute_complex
 from utils.unet import ComplexUNet2Dt
+from utils.nan_guard import apply_finite_gradients
 
 # The paper's UNet; the published FE-Net and SSFL-Recon were trained with optox's pooling gradient (README, "Training
 # as the original": model.pool_gradient).
@@ -210,8 +211,7 @@ class FeatureNet(keras.Model):
             scaled = replica_share(scaled)  # the optimizer sums the replicas' gradients
         grads = tape.gradient(scaled, self.trainable_variables)
         # In train mode the last iteration's decoder, tau and DC are not used (as in the original): no gradient.
-        self.optimizer.apply_gradients(
-            [(g, v) for g, v in zip(grads, self.trainable_variables) if g is not None])
+        apply_finite_gradients(self, zip(grads, self.trainable_variables), loss)  # NaN/Inf steps not applied
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}
 

@@ -13,7 +13,8 @@ from utils import distribute, threads
 from utils.complex_layers import require_conv_dtype
 from utils.config import save_config
 from utils.schema import ExperimentConfig
-from utils.training import fit, load_checkpoint
+from utils import run_lock
+from utils.training import check_run_folder, fit, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +58,29 @@ def start_run(cfg: ExperimentConfig, model: keras.Model, resume: str | None,
               chief: bool = True) -> tuple[Path, int | None]:
     """Compiles ``model``, restores it on ``--resume`` and writes the config (``chief`` only); returns (run folder,
     first epoch), the epoch being None when the run has already finished. Call it inside the model's strategy
-    scope."""
+    scope.
+
+    The chief first checks that the folder is writable with room for the checkpoints and takes its lock
+    (:mod:`utils.run_lock`: a second process on the same folder stops with an error naming the holder). A resume
+    of a folder whose run was killed before its first checkpoint starts at step 0 (with a warning); the exact
+    position within an epoch is restored by :func:`utils.training.load_checkpoint` for ``fit``."""
     run_dir = Path(resume or cfg.train.run_dir)
+    if resume and not run_dir.is_dir():
+        raise FileNotFoundError(f"--resume {str(run_dir)!r}: no such run folder")
     if chief:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        check_run_folder(run_dir)
+        run_lock.acquire(run_dir)
     compile_model(model, cfg)
     distribute.prepare_for_fit(model)
-    initial_epoch = load_checkpoint(run_dir, model) if resume else 0
+    if chief:
+        check_run_folder(run_dir, model)
+    initial_epoch = 0
+    if resume:
+        has_checkpoint = any((run_dir / "checkpoints" / n).is_file() for n in ("state.json", "prev.state.json"))
+        if has_checkpoint or not (run_dir / "config.yaml").is_file():
+            initial_epoch = load_checkpoint(run_dir, model)
+        else:
+            log.warning("--resume %s: the run stopped before its first checkpoint: starting at step 0", run_dir)
     if initial_epoch >= cfg.train.epochs:
         log.info("run %s already finished %d epochs", run_dir, initial_epoch)
         return run_dir, None
@@ -85,9 +102,13 @@ def train_features(cfg: ExperimentConfig, resume: str | None = None, verbose="au
     if initial_epoch is None:
         return run_dir
     pipelines.ensure_synthetic_data(cfg.data)
-    # per-replica batch 1 (the pipeline's): the projector treats the time frames of one example as its batch
-    train_ds = distribute.distribute_dataset(strategy, lambda: pipelines.feature_dataset(
-        cfg.data, cfg.model.feature_method, "train", seed=cfg.train.seed))
+    # per-replica batch 1 (the pipeline's): the projector treats the time frames of one example as its batch;
+    # a resumed run starts the stream where its checkpoint left it (``position`` steps of all replicas)
+    def train_ds(position: int):
+        return distribute.distribute_dataset(strategy, lambda: pipelines.feature_dataset(
+            cfg.data, cfg.model.feature_method, "train", seed=cfg.train.seed).skip(
+                position * distribute.replicas(strategy)))
+
     val_ds = None
     if cfg.train.val_steps:
         val_ds = distribute.distribute_dataset(strategy, lambda: pipelines.feature_dataset(
@@ -98,6 +119,7 @@ def train_features(cfg: ExperimentConfig, resume: str | None = None, verbose="au
     start = time.time()
     fit(model, train_ds, cfg.train.epochs, steps, run_dir, initial_epoch=initial_epoch, val_ds=val_ds,
         val_steps=distribute.steps_for_examples(cfg.train.val_steps, strategy), verbose=verbose, is_chief=chief,
-        max_minutes=cfg.train.max_minutes, log_seconds=cfg.train.log_seconds, label=f"stage 1 ({cfg.model.feature_method})")
+        max_minutes=cfg.train.max_minutes, log_seconds=cfg.train.log_seconds, label=f"stage 1 ({cfg.model.feature_method})",
+        checkpoint_every_steps=cfg.train.checkpoint_every_steps, on_nan=cfg.train.on_nan)
     log.info("stage 1 finished in %.1f s", time.time() - start)
     return run_dir

@@ -39,6 +39,7 @@ from utils import mri
 from utils.complex_layers import PACKAGE
 from utils.data_consistency import DCGD, DCPM, Scalar
 from utils.unet import ComplexUNet2Dt
+from utils.nan_guard import apply_finite_gradients
 
 DC_LAYERS = {"gd": DCGD, "pm": DCPM}
 SUPERVISED_LOSSES = ("mse", "l1")
@@ -249,7 +250,7 @@ class ReconTrainer(keras.Model):
             losses = self.compute_losses(data, training=True)
         variables = self.trainable_variables
         grads = tape.gradient(losses["loss"], variables)
-        self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+        apply_finite_gradients(self, zip(grads, variables), losses["loss"])  # NaN/Inf steps are not applied
         return self._track(losses)
 
     def test_step(self, data):

@@ -68,6 +68,7 @@ from reconstruction.baselines import SupervisedTrainer, supervised_loss
 from utils import mri
 from utils.complex_layers import PACKAGE
 from utils.data_consistency import DCGD
+from utils.nan_guard import apply_finite_gradients
 
 OUTPUT_MODES = ("complex", "magnitude", "sigmoid")
 VARIANTS = ("dual-resnet", "dual", "single-resnet")
@@ -538,7 +539,7 @@ class DualUNetTrainer(SupervisedTrainer):
         grads = tape.gradient(losses["loss"], variables)
         pairs = [(g + self.weight_decay * v if self.weight_decay else g, v)
                  for g, v in zip(grads, variables) if g is not None]
-        self.optimizer.apply_gradients(pairs)
+        apply_finite_gradients(self, pairs, losses["loss"])  # NaN/Inf steps are not applied
         return self._track(losses)
 
     def get_config(self):

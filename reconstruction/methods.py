@@ -180,7 +180,9 @@ def train_method(cfg: ExperimentConfig, resume: str | None = None, verbose="auto
     if initial_epoch is None:
         return run_dir
     pipelines.ensure_synthetic_data(cfg.data)
-    train_ds = method_dataset(cfg, "train", cfg.train.seed)
+    def train_ds(position: int):  # a resumed run starts the stream where its checkpoint left it
+        return method_dataset(cfg, "train", cfg.train.seed).skip(position)
+
     val_ds = method_dataset(cfg, "val", cfg.train.seed + 1) if cfg.train.val_steps else None
     steps = steps_for(cfg, pipelines.num_examples(cfg.data, "train"))
     log.info("%s: %d epochs x %d steps, %d trainable parameters, run folder %s", cfg.model.method, cfg.train.epochs,
@@ -188,7 +190,8 @@ def train_method(cfg: ExperimentConfig, resume: str | None = None, verbose="auto
     start = time.time()
     fit(model, train_ds, cfg.train.epochs, steps, run_dir, initial_epoch=initial_epoch, val_ds=val_ds,
         val_steps=cfg.train.val_steps, verbose=verbose, max_minutes=cfg.train.max_minutes,
-        log_seconds=cfg.train.log_seconds, label=cfg.model.method)
+        log_seconds=cfg.train.log_seconds, label=cfg.model.method,
+        checkpoint_every_steps=cfg.train.checkpoint_every_steps, on_nan=cfg.train.on_nan)
     log.info("%s finished in %.1f s", cfg.model.method, time.time() - start)
     return run_dir
 

@@ -29,6 +29,7 @@ from utils.distribute import replica_share
 from utils.mri import complex_scale
 from utils.recompute import recompute_complex
 from utils.unet import ComplexUNet2Dt
+from utils.nan_guard import apply_finite_gradients
 
 LOSS_VARIANTS = ("original", "normalized")
 
@@ -140,7 +141,7 @@ class SSFLRecon(keras.Model):
             share = replica_share(scaled)  # the optimizer sums the replicas' gradients
         variables = self.trainable_variables
         grads = tape.gradient(share, variables)
-        self.optimizer.apply_gradients(zip(grads, variables))
+        apply_finite_gradients(self, zip(grads, variables), loss)  # NaN/Inf steps are not applied
         return self._track(loss, img, ksp)
 
     def test_step(self, data):

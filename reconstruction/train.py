@@ -55,9 +55,12 @@ def train_recon(cfg: ExperimentConfig, resume: str | None = None, verbose="auto"
     if initial_epoch is None:
         return run_dir
     pipelines.ensure_synthetic_data(cfg.data)
-    # batch_size examples per replica
-    train_ds = distribute.distribute_dataset(strategy, lambda: pipelines.recon_dataset(
-        cfg.data, "train", seed=cfg.train.seed, batch_size=cfg.train.batch_size))
+    # batch_size examples per replica; a resumed run starts the stream where its checkpoint left it
+    def train_ds(position: int):
+        return distribute.distribute_dataset(strategy, lambda: pipelines.recon_dataset(
+            cfg.data, "train", seed=cfg.train.seed, batch_size=cfg.train.batch_size).skip(
+                position * distribute.replicas(strategy)))
+
     val_ds = None
     if cfg.train.val_steps:
         val_ds = distribute.distribute_dataset(strategy, lambda: pipelines.recon_dataset(
@@ -67,7 +70,8 @@ def train_recon(cfg: ExperimentConfig, resume: str | None = None, verbose="auto"
     start = time.time()
     fit(model, train_ds, cfg.train.epochs, steps, run_dir, initial_epoch=initial_epoch, val_ds=val_ds,
         val_steps=distribute.steps_for_examples(cfg.train.val_steps, strategy), verbose=verbose, is_chief=chief,
-        max_minutes=cfg.train.max_minutes, log_seconds=cfg.train.log_seconds, label="stage 2 (SSFL-Recon)")
+        max_minutes=cfg.train.max_minutes, log_seconds=cfg.train.log_seconds, label="stage 2 (SSFL-Recon)",
+        checkpoint_every_steps=cfg.train.checkpoint_every_steps, on_nan=cfg.train.on_nan)
     if not resume:
         changed = [v.path for v, b in zip(model.feature_extractor.weights, fe_before)
                    if not np.array_equal(np.array(v), b)]

@@ -1,7 +1,10 @@
-"""Atomic file writing: outputs and checkpoints are written to a temporary name and renamed into place."""
+"""Atomic file writing: outputs and checkpoints are written to a temporary name, flushed to disk and renamed into
+place, so a reader sees the old file or the new one, never a half-written one (a full disk or a killed process
+leaves only the old file; the temporary one is removed when Python can still run)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -31,6 +34,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        fsync_file(tmp_path)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -57,3 +61,21 @@ def atomic_save(path: str | os.PathLike, writer: Callable[[Path], None]) -> None
     """Calls ``writer(tmp_path)`` and renames the result to ``path``."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flushes ``path``'s data to the disk (before a rename makes it the current file)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

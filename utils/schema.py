@@ -243,6 +243,11 @@ class TrainConfig:
     a checkpoint and the final weights are written and the run reports the steps it did (``summary.json``).
     log_seconds: without a terminal (logs, CI, nohup) a progress line (step, loss, steps/s, ETA) at least this
     often; on a terminal Keras' progress bar is shown instead.
+    checkpoint_every_steps: also write a checkpoint every this many optimizer steps (0 = at the end of every epoch
+    only); a run killed at any point and resumed with ``--resume RUN_DIR`` loses at most this many steps (an
+    epoch's steps with 0) and then continues exactly as the uninterrupted run (same data order and masks).
+    on_nan: a step with a NaN/Inf loss or gradient is never applied; ``stop`` ends the run with an error keeping
+    the last good checkpoint, ``skip`` leaves the step out and goes on (``summary.json`` counts skipped steps).
     """
 
     epochs: int = 200
@@ -260,6 +265,8 @@ class TrainConfig:
     threads: str = "auto"
     max_minutes: float = 0.0
     log_seconds: float = 30.0
+    checkpoint_every_steps: int = 0
+    on_nan: str = "stop"
 
     def validate(self) -> None:
         from utils import threads
@@ -279,6 +286,11 @@ class TrainConfig:
             raise ConfigError(f"train.max_minutes: expected >= 0 (0 = no budget), got {self.max_minutes}")
         if not self.log_seconds > 0:
             raise ConfigError(f"train.log_seconds: expected > 0, got {self.log_seconds}")
+        if isinstance(self.checkpoint_every_steps, bool) or self.checkpoint_every_steps < 0:
+            raise ConfigError(f"train.checkpoint_every_steps: expected an integer >= 0 (0 = every epoch only), "
+                              f"got {self.checkpoint_every_steps!r}")
+        if self.on_nan not in ("stop", "skip"):
+            raise ConfigError(f"train.on_nan: expected 'stop' or 'skip', got {self.on_nan!r}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ConfigError(f"train.mixed_precision: expected one of {list(MIXED_PRECISION)}, "
                               f"got {self.mixed_precision!r}")
