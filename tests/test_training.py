@@ -57,9 +57,11 @@ def recon_data(n: int, seed: int = 0) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(lambda *a: np.stack(a), *examples))
 
 
-def new_feature_model(seed: int = 0) -> FeatureNet:
+def new_feature_model(seed: int = 0, num_iter: int = 2) -> FeatureNet:
+    """A tiny compiled FE-Net; ``num_iter=1`` (encoder + projector only in train mode) halves the graph to trace for
+    tests that are about the training loop rather than the architecture."""
     keras.utils.set_random_seed(seed)
-    model = FeatureNet(2, "vicreg", unet=SMALL_UNET)
+    model = FeatureNet(num_iter, "vicreg", unet=SMALL_UNET)
     model.build_all()
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.optimizer.build(model.trainable_variables)
@@ -86,12 +88,12 @@ def test_feature_model_two_steps_in_graph_mode(tmp_path):
 
 def test_resume_continues_weights_and_optimizer_exactly(tmp_path):
     data = feature_data(2)
-    straight = new_feature_model()
+    straight = new_feature_model(num_iter=1)
     fit(straight, data, epochs=2, steps_per_epoch=2, run_dir=tmp_path / "straight", verbose=0)
 
-    first = new_feature_model()
+    first = new_feature_model(num_iter=1)
     fit(first, data, epochs=1, steps_per_epoch=2, run_dir=tmp_path / "split", verbose=0)
-    resumed = new_feature_model(seed=99)  # different init: everything must come from the checkpoint
+    resumed = new_feature_model(seed=99, num_iter=1)  # different init: everything must come from the checkpoint
     epoch = load_checkpoint(tmp_path / "split", resumed)
     assert epoch == 1
     assert int(resumed.optimizer.iterations.numpy()) == 2
@@ -109,7 +111,7 @@ def test_resume_without_checkpoint_names_the_folder(tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-    model = new_feature_model()
+    model = new_feature_model(num_iter=1)
     fit(model, feature_data(2), epochs=1, steps_per_epoch=2, run_dir=tmp_path, verbose=0)
     good = (tmp_path / "checkpoints" / "last.weights.h5").read_bytes()
     bad = feature_data(2).map(lambda e: tf.nest.map_structure(
@@ -120,9 +122,9 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert json.loads((tmp_path / "checkpoints" / "state.json").read_text())["epoch"] == 1
 
 
-def _recon_model(tmp_path, fe_source=None):
+def _recon_model(tmp_path, fe_source=None, num_iter: int = 2):
     keras.utils.set_random_seed(1)
-    model = SSFLRecon(2, "vicreg", unet=SMALL_UNET)
+    model = SSFLRecon(num_iter, "vicreg", unet=SMALL_UNET)
     model.build_all()
     if fe_source:
         load_feature_weights(model.feature_extractor, fe_source)
@@ -131,9 +133,10 @@ def _recon_model(tmp_path, fe_source=None):
 
 
 def test_ssfl_two_steps_train_only_non_fe_weights(tmp_path):
-    fe = new_feature_model(seed=5)
+    # one unrolled iteration in both stages (the FE run's weights must fit the SSFL model's FE)
+    fe = new_feature_model(seed=5, num_iter=1)
     fit(fe, feature_data(1), epochs=1, steps_per_epoch=1, run_dir=tmp_path / "fe", verbose=0)
-    model = _recon_model(tmp_path, str(tmp_path / "fe"))
+    model = _recon_model(tmp_path, str(tmp_path / "fe"), num_iter=1)
     fe_before = [np.array(v) for v in model.feature_extractor.weights]
     np.testing.assert_array_equal(fe_before[0], np.array(fe.weights[0]))
     trainable_before = [np.array(v) for v in model.trainable_variables]
@@ -149,12 +152,13 @@ def test_ssfl_two_steps_train_only_non_fe_weights(tmp_path):
 
 def test_ssfl_resume_continues_weights_and_optimizer_exactly(tmp_path):
     data = recon_data(2, seed=3)
-    straight = _recon_model(tmp_path)
+    # one unrolled iteration: the loop and checkpoint are what is tested, half the graph to trace
+    straight = _recon_model(tmp_path, num_iter=1)
     fit(straight, data, epochs=2, steps_per_epoch=2, run_dir=tmp_path / "straight", verbose=0)
-    first = _recon_model(tmp_path)
+    first = _recon_model(tmp_path, num_iter=1)
     fit(first, data, epochs=1, steps_per_epoch=2, run_dir=tmp_path / "split", verbose=0)
     keras.utils.set_random_seed(77)
-    resumed = SSFLRecon(2, "vicreg", unet=SMALL_UNET)  # another init: everything must come from the checkpoint
+    resumed = SSFLRecon(1, "vicreg", unet=SMALL_UNET)  # another init: everything must come from the checkpoint
     resumed.build_all()
     resumed.compile(optimizer=keras.optimizers.Adam(1e-3))
     assert load_checkpoint(tmp_path / "split", resumed) == 1
@@ -195,7 +199,7 @@ def test_pretrained_fe_from_original_checkpoint_restores_used_variables():
 
 
 def test_time_budget_stops_after_the_step_in_progress_and_reports(tmp_path):
-    model = new_feature_model()
+    model = new_feature_model(num_iter=1)
     # a budget of ~1 microsecond is spent by the first step: exactly one step runs, the rest of the plan is skipped
     fit(model, feature_data(2), epochs=3, steps_per_epoch=2, run_dir=tmp_path, verbose=0, max_minutes=1e-8)
     assert int(model.optimizer.iterations.numpy()) == 1
@@ -207,27 +211,22 @@ def test_time_budget_stops_after_the_step_in_progress_and_reports(tmp_path):
     # the cut epoch is checkpointed but not counted as finished: --resume starts it again with the step counter kept
     state = json.loads((tmp_path / "checkpoints" / "state.json").read_text())
     assert state["epoch"] == 0 and state["logs"]["steps"] == 1
-    resumed = new_feature_model(seed=5)
+    resumed = new_feature_model(seed=5, num_iter=1)
     assert load_checkpoint(tmp_path, resumed) == 0
     assert int(resumed.optimizer.iterations.numpy()) == 1
     for a, b in zip(model.weights, resumed.weights):
         np.testing.assert_array_equal(np.array(a), np.array(b), err_msg=a.path)  # a save/load round trip
 
 
-def test_unspent_budget_lets_the_run_finish(tmp_path):
-    model = new_feature_model()
-    fit(model, feature_data(2), epochs=1, steps_per_epoch=2, run_dir=tmp_path, verbose=0, max_minutes=60)
-    summary = read_summary(tmp_path)
-    assert summary["stopped"] == "finished" and summary["steps"] == 2 == summary["planned_steps"]
-    assert json.loads((tmp_path / "checkpoints" / "state.json").read_text())["epoch"] == 1
-
-
-def test_progress_lines_without_a_terminal(tmp_path, caplog):
+def test_unspent_budget_lets_the_run_finish_with_progress_lines_without_a_terminal(tmp_path, caplog):
     # under pytest stdout is not a terminal: verbose="auto" gives log lines instead of Keras' bar
-    model = new_feature_model()
+    model = new_feature_model(num_iter=1)
     with caplog.at_level(logging.INFO, logger="utils.training"):
-        fit(model, feature_data(2), epochs=2, steps_per_epoch=2, run_dir=tmp_path, log_seconds=1e-6,
+        fit(model, feature_data(2), epochs=2, steps_per_epoch=2, run_dir=tmp_path, max_minutes=60, log_seconds=1e-6,
             label="stage 1 (test)")
+    summary = read_summary(tmp_path)
+    assert summary["stopped"] == "finished" and summary["steps"] == 4 == summary["planned_steps"]
+    assert json.loads((tmp_path / "checkpoints" / "state.json").read_text())["epoch"] == 2
     lines = [r.getMessage() for r in caplog.records if "steps/s" in r.getMessage()]
     assert len(lines) == 4, lines  # one per step with an interval shorter than a step
     assert lines[0].startswith("stage 1 (test): step 1/4, loss ")
