@@ -42,7 +42,6 @@ Layouts (per example, batch axis first): image ``x`` and ``reference`` (B,T,X,Y,
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -54,7 +53,9 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
+from data_loader.synthetic import SyntheticSpec, generate_dataset
 from utils import mri
+from utils.io import atomic_write_text
 from utils.schema import FEATURE_METHODS, DataConfig
 
 logger = logging.getLogger(__name__)
@@ -904,9 +905,6 @@ def ensure_synthetic_data(cfg: DataConfig) -> Path:
     Returns:
         the data folder.
     """
-    from scripts import make_data
-    from utils.io import atomic_write_text
-
     root = Path(cfg.root).expanduser()
     if cfg.source != "synthetic" or cfg.dummy:
         return root
@@ -923,18 +921,12 @@ def ensure_synthetic_data(cfg: DataConfig) -> Path:
     if any(p.is_file() for p in csvs):
         logger.warning("%s holds a data set made with other parameters (or no stamp); regenerating it with %s",
                        root, wanted)
-    t, x, y, c = _dummy_size(cfg)
-    parser = argparse.ArgumentParser(add_help=False)
-    make_data.add_arguments(parser)
-    snr = "inf" if wanted["snr_db"] is None else repr(wanted["snr_db"])
-    args = parser.parse_args(["--out", str(root), "--subjects", str(wanted["subjects"]),
-                              "--size", f"{t},{x},{y},{c}", "--seed", str(wanted["seed"]), "--snr", snr,
-                              "--layout", "both"])
     start = time.perf_counter()
-    make_data.run(args)
+    generate_dataset(SyntheticSpec(out=root, subjects=wanted["subjects"], size=_dummy_size(cfg),
+                                   seed=wanted["seed"], snr=wanted["snr_db"], layout="both"))
     missing = [str(p) for p in csvs if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"make-data did not write the configured split CSV(s) {missing} "
+        raise FileNotFoundError(f"the synthetic generator did not write the configured split CSV(s) {missing} "
                                 "(data.train_csv/val_csv/test_csv must name files make-data writes)")
     atomic_write_text(stamp_path, json.dumps(wanted, indent=2) + "\n")
     logger.info("synthetic data written to %s in %.1f s", root, time.perf_counter() - start)

@@ -38,7 +38,7 @@ from data_loader.real_formats import (
     read_case_masks,
     read_ocmr,
 )
-from scripts.make_data import SPLIT_NAMES, assign_splits
+from data_loader.synthetic import SPLIT_NAMES, assign_splits
 from utils.io import atomic_write_text
 from utils.mri import fft2c_np
 

@@ -13,19 +13,16 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from data_loader.synthetic import SyntheticSpec, generate_dataset
 from scripts._common import positive_ints
 
 logger = logging.getLogger(__name__)
-
-SPLIT_NAMES = ("train", "val", "test")
 
 
 def _size(text: str) -> tuple[int, int, int, int]:
@@ -94,46 +91,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "blood-pool areas, coil-map magnitudes)")
 
 
-def subject_seed(seed: int, index: int) -> int:
-    """Seed of subject ``index`` of the data set with seed ``seed`` (independent streams per subject)."""
-    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
-
-
-def split_counts(n: int, fractions: Sequence[float]) -> list[int]:
-    """Subjects per split: largest-remainder rounding, then at least one per non-zero fraction when n allows.
-
-    Args:
-        n: number of subjects.
-        fractions: non-negative weights per split.
-
-    Returns:
-        counts summing to n.
-    """
-    frac = np.asarray(fractions, dtype=np.float64)
-    frac = frac / frac.sum()
-    raw = frac * n
-    counts = np.floor(raw).astype(int)
-    for i in np.argsort(-(raw - counts), kind="stable")[: n - counts.sum()]:
-        counts[i] += 1
-    for i in np.flatnonzero((frac > 0) & (counts == 0)):
-        donor = int(np.argmax(counts))
-        if counts[donor] > 1:
-            counts[donor] -= 1
-            counts[i] += 1
-    return counts.tolist()
-
-
-def assign_splits(names: list[str], fractions: Sequence[float], seed: int) -> dict[str, list[str]]:
-    """Randomly (per seed) assigns subjects to disjoint train/val/test lists (each sorted by name)."""
-    counts = split_counts(len(names), fractions)
-    order = np.random.default_rng(seed).permutation(len(names))
-    out, start = {}, 0
-    for split, count in zip(SPLIT_NAMES, counts):
-        out[split] = sorted(names[i] for i in order[start:start + count])
-        start += count
-    return out
-
-
 def save_phantom_png(path: Path, subject: dict[str, Any], name: str) -> None:
     """Figure of one subject: four frames, an x-t profile through the LV, the phase, blood-pool areas, coil maps.
 
@@ -160,85 +117,19 @@ def save_phantom_png(path: Path, subject: dict[str, Any], name: str) -> None:
               f"SNR {'inf' if snr is None else f'{snr:g} dB'}")
 
 
+def spec_from_args(args: argparse.Namespace) -> SyntheticSpec:
+    return SyntheticSpec(out=args.out, subjects=args.subjects, size=tuple(args.size), slices=args.slices,
+                         seed=args.seed, snr=args.snr, layout=args.layout, split=tuple(args.split),
+                         stage_splits=args.stage_splits, maps=args.maps, acc=args.acc, num_center=args.num_center,
+                         breathing=args.breathing, prefix=args.prefix)
+
+
 def run(args: argparse.Namespace) -> int:
     """Generates the data set described by ``args``; returns 0."""
-    from data_loader import formats
-    from data_loader.coil_maps import espirit_coil_maps, sense_combine
-    from data_loader.masks import equispaced_mask
-    from data_loader.phantom import make_subject
-    from utils.io import atomic_write_text
-    from utils.mri import fft2c_np
-
-    if args.subjects < 1:
-        raise ValueError(f"--subjects must be >= 1, got {args.subjects}")
-    if args.slices < 1:
-        raise ValueError(f"--slices must be >= 1, got {args.slices}")
-    if args.prefix != Path(args.prefix).name or "." in args.prefix or not args.prefix:
-        raise ValueError(f"--prefix must be a plain name without dots or separators, got {args.prefix!r}")
-    nt, nx, ny, nc = args.size
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    # made once up front: a bad --acc/--num-center fails before any subject is generated
-    initial_mask = equispaced_mask(ny, nt, acc=args.acc, num_center=args.num_center)
-    names = [f"{args.prefix}_{i:03d}" for i in range(args.subjects)]
-    rows: dict[str, formats.SubjectRow] = {}
-    manifest_subjects = []
-    logger.info("generating %d subject(s) of T=%d X=%d Y=%d C=%d, %d slice(s), SNR %s, layout %s -> %s",
-                args.subjects, nt, nx, ny, nc, args.slices, args.snr, args.layout, out)
-    for i, name in enumerate(names):
-        start = time.perf_counter()
-        seed = subject_seed(args.seed, i)
-        subject = make_subject(nt, nx, ny, nc, seed=seed, snr=args.snr, breathing=args.breathing,
-                               slices=args.slices)
-        kspace = subject["kspace"]
-        if args.maps == "espirit":
-            maps = np.stack([espirit_coil_maps(kspace[s]) for s in range(args.slices)])[:, None]
-            # reference in the phase convention of the estimated maps, so that kspace ~ fft2c(maps * image)
-            reference = sense_combine(fft2c_np(subject["image"] * subject["coil_maps"]), maps)
-        else:
-            maps = subject["coil_maps"]
-            reference = subject["image"]
-        if args.layout in ("original", "both"):
-            # the authors' norm_img is the coil-combined fully sampled (noisy) image; mimic that
-            measured = sense_combine(kspace, maps)
-            rows[name] = formats.write_original_subject(out, name, measured, maps, initial_mask=initial_mask)
-        if args.layout in ("h5", "both"):
-            ef = [m["ejection_fraction"] for m in subject["slices_meta"]]
-            formats.write_h5_subject(
-                out / f"{name}.h5", kspace, reference, maps, initial_mask=initial_mask, name=name, seed=seed,
-                snr=args.snr,
-                attrs={"source": "ssfl-recon synthetic cardiac cine phantom (data_loader.phantom)",
-                       "noise_std": subject["noise_std"], "ejection_fraction": ef, "coil_maps_kind": args.maps,
-                       "dataset_seed": int(args.seed), "subject_index": i},
-            )
-            rows.setdefault(name, formats.SubjectRow(name, nx, ny, nc, nt, args.slices))
-        if i == 0 and args.png is not None:
+    def draw(subject: dict[str, Any], name: str) -> None:
+        if args.png is not None:
             save_phantom_png(args.png, subject, name)
             logger.info("wrote %s", args.png)
-        meta = subject["slices_meta"][0]
-        manifest_subjects.append({"name": name, "seed": seed, "ejection_fraction": meta["ejection_fraction"],
-                                  "noise_std": subject["noise_std"]})
-        logger.info("[%d/%d] %s (seed %d, LV EF %.2f) in %.2f s", i + 1, args.subjects, name, seed,
-                    meta["ejection_fraction"], time.perf_counter() - start)
 
-    splits = assign_splits(names, args.split, args.seed)
-    for split, members in splits.items():
-        formats.write_dataset_csv(out / f"{split}.csv", [rows[n] for n in members])
-        logger.info("%s.csv: %d subject(s)", split, len(members))
-    if args.stage_splits and len(splits["train"]) >= 2:
-        half = len(splits["train"]) // 2
-        formats.write_dataset_csv(out / "feature_train.csv", [rows[n] for n in splits["train"][:half]])
-        formats.write_dataset_csv(out / "recon_train.csv", [rows[n] for n in splits["train"][half:]])
-        logger.info("feature_train.csv / recon_train.csv: %d / %d subject(s)", half, len(splits["train"]) - half)
-    elif args.stage_splits:
-        logger.warning("fewer than 2 training subjects: feature_train.csv / recon_train.csv not written")
-    manifest = {
-        "generator": "ssfl-recon make-data",
-        "seed": args.seed, "size": {"T": nt, "X": nx, "Y": ny, "C": nc}, "slices": args.slices,
-        "snr_db": args.snr, "layout": args.layout, "maps": args.maps, "breathing": args.breathing,
-        "initial_mask": {"kind": "equispaced", "acc": args.acc, "num_center": args.num_center},
-        "splits": splits, "subjects": manifest_subjects,
-    }
-    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
-    logger.info("done: %s", out)
+    generate_dataset(spec_from_args(args), on_first_subject=draw)
     return 0

@@ -14,7 +14,7 @@ from data_loader.coil_maps import map_correlation
 from data_loader.masks import equispaced_mask, write_mask_txt
 from data_loader.phantom import make_subject
 from scripts.cli import main
-from scripts.make_data import assign_splits, split_counts
+from data_loader.synthetic import assign_splits, split_counts
 
 S, T, X, Y, C = 2, 4, 24, 20, 4
 

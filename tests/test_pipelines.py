@@ -46,7 +46,10 @@ def train(cfg) -> P.SplitData:
 
 
 def take(ds: tf.data.Dataset, n: int) -> list:
-    return [tf.nest.map_structure(lambda t: t.numpy(), el) for el in ds.take(n)]
+    """The first ``n`` elements as numpy; fails if the stream has fewer (so no loop over it can pass empty)."""
+    out = [tf.nest.map_structure(lambda t: t.numpy(), el) for el in ds.take(n)]
+    assert len(out) == n, f"the stream ended after {len(out)} of {n} elements"
+    return out
 
 
 def source_of(view: dict, data: P.SplitData) -> int:
@@ -232,9 +235,14 @@ def test_shuffle_covers_every_example_and_changes_order_across_epochs(cfg, train
 
 def test_val_stream_is_fixed_and_ordered(cfg):
     data = P.load_split(cfg, "val")
-    stream = take(P.feature_dataset(cfg, "vicreg", "val", seed=0), 3 * len(data))
-    for later in stream[len(data):]:
-        tf.nest.map_structure(np.testing.assert_array_equal, later, stream[0])
+    n = len(data)
+    assert n >= 1
+    stream = take(P.feature_dataset(cfg, "vicreg", "val", seed=0), 3 * n)
+    # every pass over the val split gives the same elements in the same order
+    for k, later in enumerate(stream[n:], start=n):
+        tf.nest.map_structure(np.testing.assert_array_equal, later, stream[k % n])
+    # and in subject order
+    assert [source_of(el["views"][0], data) for el in stream[:n]] == list(range(n))
 
 
 def test_slices_of_different_sizes(cfg, tmp_path):
