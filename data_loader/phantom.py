@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from utils.mri import fft2c_np, ifft2c_np
+from utils.mri import fft2c_np
 
 logger = logging.getLogger(__name__)
 
@@ -453,18 +453,3 @@ def make_subject(nt: int, nx: int, ny: int, ncoils: int, seed: int, snr: float |
         "seed": int(seed),
         "slices_meta": meta,
     }
-
-
-def coil_combine(kspace: np.ndarray, coil_maps: np.ndarray) -> np.ndarray:
-    """Coil combination ``sum_c conj(s_c) ifft2c(k_c)`` of fully sampled k-space (the SENSE solution for
-    ``sum_c |s_c|^2 = 1``).
-
-    Args:
-        kspace: (..., T, X, Y, C) complex.
-        coil_maps: (..., 1, X, Y, C) complex.
-
-    Returns:
-        (..., T, X, Y, 1) complex64.
-    """
-    coil_images = ifft2c_np(kspace, axes=(-3, -2))
-    return np.sum(np.conj(coil_maps) * coil_images, axis=-1, keepdims=True).astype(np.complex64)

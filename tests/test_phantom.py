@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_loader.phantom import analytic_coil_maps, coil_combine, make_phantom, make_subject
+from data_loader.coil_maps import sense_combine
+from data_loader.phantom import analytic_coil_maps, make_phantom, make_subject
 from utils.mri import fft2c_np
 
 
@@ -85,7 +86,7 @@ def test_odd_sizes_and_forward_model(size):
     clean = fft2c_np(s["image"] * s["coil_maps"])
     np.testing.assert_allclose(s["kspace"], clean, atol=1e-5)
     # sum_c |s_c|^2 = 1, so coil combination of noise-free data returns the image
-    np.testing.assert_allclose(coil_combine(s["kspace"], s["coil_maps"]), s["image"], atol=1e-5)
+    np.testing.assert_allclose(sense_combine(s["kspace"], s["coil_maps"]), s["image"], atol=1e-5)
     # slices differ (the ventricles shrink towards the apex) but share the anatomy
     assert not np.allclose(s["image"][0], s["image"][1])
 
@@ -125,7 +126,7 @@ def test_noise_matches_snr_definition(snr):
     assert np.var(noise.imag) == pytest.approx(sigma**2 / 2, rel=0.04)
     assert abs(np.mean(noise)) < 0.02 * sigma
     # the definition holds on the coil-combined image: its noise std is sigma too
-    img_noise = coil_combine(s["kspace"], s["coil_maps"]) - s["image"]
+    img_noise = sense_combine(s["kspace"], s["coil_maps"]) - s["image"]
     measured_snr = 20 * np.log10(signal / np.sqrt(np.mean(np.abs(img_noise[..., 0][:, :, body]) ** 2)))
     assert measured_snr == pytest.approx(snr, abs=0.3)
 

@@ -38,7 +38,6 @@ class DataConfig:
     mask_seeds: number of distinct mask seeds per acceleration (1..mask_seeds).
     contrastive_rule: ``diff`` (|R1 - R3| >= contrastive_min_gap) or ``random`` for the negative view's mask.
     contrastive_min_gap: gap of the ``diff`` rule.
-    shuffle_buffer: tf.data shuffle buffer (examples).
     num_parallel_calls: parallel map workers (-1 = AUTOTUNE).
     mask_cache: folder for generated VISTA masks (empty = default cache).
     dummy: ``true`` feeds random tensors of ``size`` instead of data (like the original dummy loaders).
@@ -72,7 +71,6 @@ class DataConfig:
     mask_seeds: int = 20
     contrastive_rule: str = "diff"
     contrastive_min_gap: float = 5.0
-    shuffle_buffer: int = 64
     num_parallel_calls: int = -1
     mask_cache: str = ""
     dummy: bool = False
