@@ -54,6 +54,7 @@ import csv
 import io
 import logging
 import os
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -283,7 +284,7 @@ def write_original_subject(root: PathLike, name: str, image: np.ndarray, coil_ma
 def _open_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
+    except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError) as err:  # a damaged header
         raise ValueError(f"{path}: cannot read the .npy file (truncated or not a numpy array?): {err}") from err
 
 

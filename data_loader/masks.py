@@ -414,13 +414,18 @@ def _read_mat_array(path: Path, key: str | None) -> np.ndarray:
 
     if h5py.is_hdf5(str(path)):
         # MATLAB v7.3 files are HDF5; MATLAB is column-major, so h5py sees the axes in reverse order.
-        with h5py.File(path, "r") as handle:
-            names = [k for k in handle.keys() if not k.startswith("#")]
-            name = _pick_key(path, names, key)
-            return np.asarray(handle[name][()]).T
+        try:
+            with h5py.File(path, "r") as handle:
+                names = [k for k in handle.keys() if not k.startswith("#")]
+                name = _pick_key(path, names, key)
+                return np.asarray(handle[name][()]).T
+        except ValueError:
+            raise
+        except (OSError, KeyError, RuntimeError, TypeError) as err:
+            raise ValueError(f"cannot read MATLAB v7.3/HDF5 file {path} (truncated or corrupt?): {err}") from err
     try:
         data = scipy.io.loadmat(str(path))
-    except (ValueError, TypeError, OSError, NotImplementedError) as err:
+    except Exception as err:  # scipy raises many types for damaged files (MatReadError, IndexError, ...)
         raise ValueError(f"cannot read MATLAB file {path}: {err}") from err
     names = [k for k in data if not k.startswith("__")]
     return np.asarray(data[_pick_key(path, names, key)])

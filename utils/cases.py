@@ -10,6 +10,8 @@ Formats:
 """
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +29,19 @@ def _finite(name: str, a: np.ndarray, path: str) -> None:
         raise ValueError(f"{path}: array '{name}' contains NaN or Inf values")
 
 
+def _numeric(name: str, a, dtype, source: str) -> np.ndarray:
+    a = np.asarray(a)
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise ValueError(f"{source}: array '{name}' has dtype {a.dtype}, expected numbers")
+    return a.astype(dtype)
+
+
 def case_from_arrays(y, mask, coil_maps, x=None, source: str = "case") -> dict[str, tf.Tensor]:
-    y = _batch(np.asarray(y)).astype(np.complex64)
-    coil_maps = _batch(np.asarray(coil_maps)).astype(np.complex64)
-    mask = np.asarray(mask)
+    y = _batch(_numeric("y", y, np.complex64, source))
+    coil_maps = _batch(_numeric("smaps", coil_maps, np.complex64, source))
+    mask = _numeric("mask", mask, np.float32, source)
     if mask.ndim == 4:
         mask = mask[None]
-    mask = mask.astype(np.float32)
     for name, arr in (("y", y), ("mask", mask), ("smaps", coil_maps)):
         _finite(name, arr, source)
     tensors = {"y": tf.constant(y), "mask": tf.constant(mask), "coil_maps": tf.constant(coil_maps)}
@@ -44,7 +52,7 @@ def case_from_arrays(y, mask, coil_maps, x=None, source: str = "case") -> dict[s
     if x is None:
         x_t = mri.adjoint(tensors["y"], tensors["mask"], tensors["coil_maps"])
     else:
-        x = _batch(np.asarray(x)).astype(np.complex64)
+        x = _batch(_numeric("x", x, np.complex64, source))
         _finite("x", x, source)
         x_t = tf.constant(x)
         try:
@@ -64,7 +72,7 @@ def load_case(path: str | Path) -> dict[str, tf.Tensor]:
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
             raise ValueError(f"{path}: not a readable .npz file ({err})") from err
         maps_key = "smaps" if "smaps" in arrays else "coil_maps"
         missing = [k for k in ("y", "mask", maps_key) if k not in arrays]

@@ -162,6 +162,8 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
             data = yaml.safe_load(fh)
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text: {err}") from err
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -174,7 +176,12 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
     data = load_yaml(path) if path is not None else {}
     data = apply_overrides(data, overrides)
     where = str(path) if path is not None else "config"
-    return from_dict(cls, data, where)
+    try:
+        return from_dict(cls, data, where)
+    except ConfigError as err:  # validation messages name the key; say which file it came from
+        if path is not None and str(path) not in str(err):
+            raise ConfigError(f"config file {str(path)!r}: {err}") from None
+        raise
 
 
 def save_config(obj: Any, path: str | os.PathLike) -> None:
