@@ -14,7 +14,7 @@ from utils.complex_layers import require_conv_dtype
 from utils.config import save_config
 from utils.schema import ExperimentConfig
 from utils import run_lock
-from utils.training import check_run_folder, fit, load_checkpoint
+from utils.training import WEIGHTS_NAME, check_run_folder, fit, load_checkpoint, save_weights_atomic
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,9 @@ def start_run(cfg: ExperimentConfig, model: keras.Model, resume: str | None,
     of a folder whose run was killed before its first checkpoint starts at step 0 (with a warning); the exact
     position within an epoch is restored by :func:`utils.training.load_checkpoint` for ``fit``."""
     run_dir = Path(resume or cfg.train.run_dir)
-    if resume and not run_dir.is_dir():
+    # killed before its first checkpoint: a resume of the config's own run folder starts at step 0
+    own_folder = bool(resume) and run_dir.resolve() == Path(cfg.train.run_dir).resolve()
+    if resume and not run_dir.is_dir() and not own_folder:
         raise FileNotFoundError(f"--resume {str(run_dir)!r}: no such run folder")
     if chief:
         check_run_folder(run_dir)
@@ -77,12 +79,14 @@ def start_run(cfg: ExperimentConfig, model: keras.Model, resume: str | None,
     initial_epoch = 0
     if resume:
         has_checkpoint = any((run_dir / "checkpoints" / n).is_file() for n in ("state.json", "prev.state.json"))
-        if has_checkpoint or not (run_dir / "config.yaml").is_file():
+        if has_checkpoint or not (own_folder or (run_dir / "config.yaml").is_file()):
             initial_epoch = load_checkpoint(run_dir, model)
         else:
             log.warning("--resume %s: the run stopped before its first checkpoint: starting at step 0", run_dir)
     if initial_epoch >= cfg.train.epochs:
         log.info("run %s already finished %d epochs", run_dir, initial_epoch)
+        if chief and not (run_dir / WEIGHTS_NAME).is_file():  # killed between the last checkpoint and the end
+            save_weights_atomic(model, run_dir / WEIGHTS_NAME)
         return run_dir, None
     if chief:
         save_config(cfg, run_dir / "config.yaml")

@@ -4,7 +4,9 @@
 :func:`apply_finite_gradients` applies the update only when the loss and every gradient are finite (with a
 ``LossScaleOptimizer`` only the loss is checked: overflowing scaled gradients are its own business, it lowers the
 scale and skips the step itself). A skipped step leaves weights, optimizer moments and the iteration counter as
-they were and adds one to the model's skip counter, which :class:`utils.training.RunLogger` reads after every step:
+they were and adds one to the model's skip counter, which :class:`utils.training.RunLogger` reads after every step
+(with ``skip`` it also puts back what the step's forward pass changed: non-trainable variables such as BatchNorm
+statistics, and the running loss means):
 ``train.on_nan: stop`` ends the run keeping the last good checkpoint, ``skip`` goes on and counts the step in
 ``summary.json``.
 

@@ -76,7 +76,7 @@ def stored_weight_shapes(path: str | os.PathLike) -> list[tuple[int, ...]]:
     try:
         with h5py.File(path, "r") as fh:
             fh.visititems(visit)
-    except OSError as err:
+    except (OSError, KeyError, RuntimeError, TypeError, ValueError) as err:  # truncated or corrupted HDF5
         raise ValueError(f"{str(path)!r} is not a readable .weights.h5 file: {err}") from err
     return sorted(shapes)
 
@@ -219,7 +219,7 @@ def _intact_state(ckpt: Path, state_name: str) -> tuple[dict | None, dict[str, P
                 found[role] = candidate
                 break
         else:
-            name = ckpt / entry["name"]
+            name = ckpt / (("prev" if state_name.startswith("prev") else "last") + suffix)
             what = "missing" if not name.is_file() else (
                 f"truncated ({name.stat().st_size} of {entry['bytes']} bytes)"
                 if entry.get("bytes") is not None and name.stat().st_size < entry["bytes"]
@@ -365,8 +365,9 @@ class RunLogger(keras.callbacks.Callback):
         self._resume_metrics = None
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self.on_nan == "skip":
-            self._snapshot = [np.asarray(v.numpy()) for v in _metric_variables(self.model)]
+        if self.on_nan == "skip":  # what the forward pass changes: loss means, BatchNorm statistics
+            variables = _metric_variables(self.model) + list(self.model.non_trainable_variables)
+            self._snapshot = [(v, np.asarray(v.numpy())) for v in variables]
 
     def _position(self, finished: bool) -> dict[str, int]:
         return {"step_in_epoch": 0 if finished else self.step_in_epoch, "batches": self.batches,
@@ -387,9 +388,8 @@ class RunLogger(keras.callbacks.Callback):
             self.nan_skipped += 1
             log.warning("non-finite loss or gradients at optimizer step %d (epoch %d, batch %d): update skipped "
                         "(train.on_nan: skip; %d skipped so far)", step, self.epoch + 1, batch + 1, self.nan_skipped)
-            if self._snapshot is not None:  # the epoch's loss means leave the skipped step out
-                for var, value in zip(_metric_variables(self.model), self._snapshot):
-                    var.assign(value)
+            for var, value in self._snapshot or []:  # the step leaves no trace in loss means or statistics
+                var.assign(value)
         else:
             loss = (logs or {}).get("loss")
             if loss is not None and not math.isfinite(float(loss)):
