@@ -27,6 +27,11 @@ def run(args: argparse.Namespace) -> int:
     except NonFiniteLossError as err:
         print(f"ssfl-recon train-features: error: {err}", file=sys.stderr)
         return 3
+    except FileNotFoundError:
+        raise
+    except OSError as err:  # disk full, folder gone, ...: the last checkpoint is intact (atomic writes)
+        print(f"ssfl-recon train-features: error: {err}", file=sys.stderr)
+        return 4
     stopped = read_summary(run_dir).get("stopped", "")
     if stopped.startswith("signal"):  # SIGTERM/SIGINT: checkpoint written, a clean exit
         log.info("stopped by %s after a checkpoint; continue with: ssfl-recon train-features --config %s --resume %s",

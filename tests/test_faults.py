@@ -445,3 +445,57 @@ def test_fault_config_keys_are_validated(tmp_path, text, message):
     path.write_text(f"train:\n  {text}\n")
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(ExperimentConfig, path)
+
+
+def test_every_train_step_skips_a_non_finite_update():
+    """The one-line hook of FE-Net, SSFL-Recon and the baselines' train steps (eager, tiny): a NaN batch changes
+    no trainable weight, no optimizer variable, and adds one to the skip counter; a finite batch trains."""
+    from test_baselines import _trainers, tiny_batch
+    from test_training import recon_data
+    from reconstruction.model import SSFLRecon
+    from utils import nan_guard
+
+    def feature_net():
+        return new_feature_model()
+
+    def ssfl():
+        keras.utils.set_random_seed(1)
+        model = SSFLRecon(1, "vicreg", unet=dict(filters=4))
+        model.build_all()
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        return model
+
+    def baseline(name):
+        def make():
+            keras.utils.set_random_seed(0)
+            if name == "dual-unet":  # its own trainer (weight decay in the gradient)
+                from reconstruction.dual_unet import DualUNetResNet, DualUNetTrainer
+                model = DualUNetTrainer(DualUNetResNet(4, filters=4, num_levels=2), weight_decay=1e-4)
+            else:
+                model = _trainers()[name]()
+            model.build_all()
+            model.compile(optimizer=keras.optimizers.Adam(1e-2))
+            return model
+        return make
+
+    batches = {"feature-net": lambda: next(iter(feature_data(1))),
+               "ssfl-recon": lambda: next(iter(recon_data(1)))}
+    builders = {"feature-net": feature_net, "ssfl-recon": ssfl,
+                **{name: baseline(name) for name in ("supervised", "ssdu", "ei-r", "dual-unet")}}
+    for name, build in builders.items():
+        model = build()
+        model.optimizer.build(model.trainable_variables)
+        counter = nan_guard.attach(model)
+        good = batches[name]() if name in batches else {k: tf.constant(v) for k, v in tiny_batch(3).items()}
+        bad = tf.nest.map_structure(lambda t: t * tf.cast(np.nan, t.dtype) if t.dtype.is_complex else t, good)
+        weights = [np.array(v) for v in model.trainable_variables]
+        slots = [np.array(v) for v in model.optimizer.variables]
+        model.train_step(bad)
+        assert int(counter.numpy()) == 1, name
+        for v, b in zip(model.trainable_variables, weights):
+            np.testing.assert_array_equal(np.array(v), b, err_msg=f"{name}: {v.path}")
+        for v, b in zip(model.optimizer.variables, slots):
+            np.testing.assert_array_equal(np.array(v), b, err_msg=f"{name}: {v.path}")
+        model.train_step(good)
+        assert int(counter.numpy()) == 1 and int(model.optimizer.iterations.numpy()) == 1, name
+        assert any(not np.array_equal(np.array(v), b) for v, b in zip(model.trainable_variables, weights)), name
