@@ -32,8 +32,7 @@ up front (VISTA through the on-disk cache of :func:`data_loader.masks.get_vista_
 The example function then runs in graph mode (no ``py_function``): it draws mask indices with stateless random
 ops keyed by ``(seed, epoch, example index)`` and gathers. Hence the pipeline runs with ``num_parallel_calls``
 and ``prefetch``, and the same seed gives the same stream whatever the parallelism. Training splits are reshuffled
-every epoch by a full permutation of the example indices (equivalent to a shuffle buffer as large as the split,
-so ``data.shuffle_buffer`` is not used);
+every epoch by a full permutation of the example indices (equivalent to a shuffle buffer as large as the split);
 ``val``/``test`` streams are ordered and their masks do not change between passes, so validation losses of
 different epochs are comparable.
 

@@ -14,7 +14,7 @@ import tensorflow as tf
 from conftest import load_golden
 from helpers import assert_golden, cdot, check_layer, random_complex, random_mask
 from utils import mri
-from utils.data_consistency import CGSense, DCGD, DCPM, Scalar, cg_sense, conjugate_gradient
+from utils.data_consistency import DCGD, DCPM, Scalar, cg_sense, conjugate_gradient
 
 # (B, T, X, Y, C): one even case (the fixtures' layout) and odd sizes in both spatial axes.
 SHAPES = [(1, 2, 8, 6, 2), (2, 5, 13, 11, 3), (1, 3, 7, 4, 1)]
@@ -248,8 +248,6 @@ def test_cg_sense_recovers_fully_sampled_image(dtype, cg_tol, tol) -> None:
     np.testing.assert_allclose(recon, image, rtol=tol, atol=tol * np.abs(image).max())
     # the zero-filled adjoint alone is not the image (the maps are not normalised), so CG did the work
     assert np.abs(mri.adjoint_np(kspace, mask, maps) - image).max() > 0.1
-    layer_out = CGSense(num_iters=30, tol=cg_tol)(tf.constant(kspace), mask, maps).numpy()
-    np.testing.assert_allclose(layer_out, recon, rtol=0, atol=0)
 
 
 def test_conjugate_gradient_stops_on_converged_batch_elements() -> None:
@@ -271,8 +269,6 @@ def test_dc_layers_meet_the_layer_contract(tmp_path) -> None:
     x, y, mask, maps = _problem((1, 3, 7, 5, 2), np.complex64, seed=12)
     check_layer(DCGD(0.7, name="dcgd"), [x, y, mask, maps], num_weights=1, num_trainable=1, tmp_path=tmp_path)
     check_layer(DCPM(0.7, num_iters=4, name="dcpm"), [x, y, mask, maps], num_weights=1, num_trainable=1,
-                tmp_path=tmp_path, rtol=1e-5, atol=1e-5)
-    check_layer(CGSense(num_iters=4, regularization=0.1, name="cgsense"), [y, mask, maps], num_weights=0,
                 tmp_path=tmp_path, rtol=1e-5, atol=1e-5)
     check_layer(Scalar(0.1, name="scalar"), [x], num_weights=1, num_trainable=1, tmp_path=tmp_path)
 

@@ -3,7 +3,7 @@
 * :class:`DCGD`: one gradient step on ``||A x - y||^2 / 2``: ``x - w * A^H (A x - y)`` (w >= 0, init 1.0).
 * :class:`DCPM`: proximal mapping ``argmin_z ||A z - y||^2 / 2 + lambda / 2 ||z - x||^2`` with ``lambda = 1 / w``,
   solved by conjugate gradient (10 iterations by default) on ``(A^H A + lambda I) z = A^H y + lambda x``.
-* :func:`cg_sense` / :class:`CGSense`: iterative SENSE, CG on ``(A^H A + mu I) x = A^H y`` from zero.
+* :func:`cg_sense`: iterative SENSE, CG on ``(A^H A + mu I) x = A^H y`` from zero.
 * :class:`Scalar`: a non-negative trainable scalar (``tau``, init 0.1) that scales a complex tensor.
 
 Inputs follow :mod:`utils.mri`: image (B,T,X,Y,1), k-space (B,T,X,Y,C), mask (B,T,1,Y,1), coil maps (B,1,X,Y,C).
@@ -126,24 +126,6 @@ class DCPM(_WeightedDC):
 
     def get_config(self):
         return {**super().get_config(), "num_iters": self.num_iters, "tol": self.tol}
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class CGSense(keras.layers.Layer):
-    """Iterative SENSE as a layer (no trainable weights). Call: ``layer(kspace, mask, coil_maps)``."""
-
-    def __init__(self, num_iters: int = 10, regularization: float = 0.0, tol: float = 1e-10, **kwargs):
-        super().__init__(**kwargs)
-        self.num_iters = int(num_iters)
-        self.regularization = float(regularization)
-        self.tol = float(tol)
-
-    def call(self, kspace, mask, coil_maps):
-        return cg_sense(kspace, mask, coil_maps, self.num_iters, self.regularization, self.tol)
-
-    def get_config(self):
-        return {**super().get_config(), "num_iters": self.num_iters, "regularization": self.regularization,
-                "tol": self.tol}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
