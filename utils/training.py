@@ -32,8 +32,9 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -269,6 +270,7 @@ def load_checkpoint(run_dir: Path, model: keras.Model) -> int:
     position = resume_position(state)
     position["metrics"] = {k: v for k, v in arrays.items() if k.startswith("m")}
     _RESUMED[id(model)] = position
+    weakref.finalize(model, _RESUMED.pop, id(model), None)  # an id is reused once the model is gone
     return int(state["epoch"])
 
 
