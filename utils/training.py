@@ -483,6 +483,9 @@ class TimeBudget(keras.callbacks.Callback):
                  _duration(self.max_seconds), optimizer_steps(self.model))
 
 
+WATCHDOG_MIN_SECONDS = 1.0
+
+
 class ProgressLog(keras.callbacks.Callback):
     """Without a terminal: a log line after the first step and then at least every ``every`` seconds, with the
     step, the loss, steps/s and the ETA of the run (bounded by the time budget, if any). Rates and ETA are measured
@@ -523,13 +526,19 @@ class ProgressLog(keras.callbacks.Callback):
             self._thread = None
 
     def _watch(self) -> None:
-        while not self._stop.wait(min(1.0, self.every / 4)):
+        # at least WATCHDOG_MIN_SECONDS between "running" lines, whatever ``every`` is (no flood for tiny intervals)
+        every = max(self.every, WATCHDOG_MIN_SECONDS)
+        while not self._stop.wait(min(1.0, every / 4)):
             now = time.time()
-            if now - self._last >= self.every:
+            if now - self._last >= every:
                 self._last = now
                 self.lines += 1
-                log.info("%s: step %d/%d running, elapsed %s", self.label, self._done + 1, self.total_steps,
-                         _duration(now - self._start))
+                if self._done >= self.total_steps:
+                    log.info("%s: all %d steps done, finishing (checkpoint, validation), elapsed %s", self.label,
+                             self.total_steps, _duration(now - self._start))
+                else:
+                    log.info("%s: step %d/%d running, elapsed %s", self.label, self._done + 1, self.total_steps,
+                             _duration(now - self._start))
 
     def on_train_batch_end(self, batch, logs=None):
         now = time.time()
