@@ -72,7 +72,8 @@ def collect(prefix: str, run_dir: Path, distributed, reference, initial: list[np
         if id(b) in largest:
             out[f"{prefix}:grad:w{i:04d}"] = largest[id(b)]
     with np.load(run_dir / "checkpoints" / "last.optimizer.npz") as saved:
-        assert len(saved.files) == len(reference.optimizer.variables)
+        # the checkpoint's optimizer arrays are v0000...; other keys are run-position bookkeeping
+        assert len([k for k in saved.files if k.startswith("v")]) == len(reference.optimizer.variables)
         for i, var in enumerate(reference.optimizer.variables):
             out[f"{prefix}:dist:o{i:04d}"], out[f"{prefix}:ref:o{i:04d}"] = saved[f"v{i:04d}"], var.numpy()
             # momentum, velocity, iteration or learning_rate

@@ -1,4 +1,6 @@
-"""Training loops on tiny data: graph-mode steps, checkpoint/resume, frozen FE, pretrained FE loading errors."""
+"""Training loops on tiny data: graph-mode steps, checkpoints, frozen FE, pretrained FE loading errors, the time
+budget and progress lines. Exact resume (FE-Net in process, SSFL-Recon through the CLI after SIGKILL) is tested in
+test_faults.py."""
 from __future__ import annotations
 
 import json
@@ -86,25 +88,6 @@ def test_feature_model_two_steps_in_graph_mode(tmp_path):
     assert json.loads((tmp_path / "checkpoints" / "state.json").read_text())["epoch"] == 1
 
 
-def test_resume_continues_weights_and_optimizer_exactly(tmp_path):
-    data = feature_data(2)
-    straight = new_feature_model(num_iter=1)
-    fit(straight, data, epochs=2, steps_per_epoch=2, run_dir=tmp_path / "straight", verbose=0)
-
-    first = new_feature_model(num_iter=1)
-    fit(first, data, epochs=1, steps_per_epoch=2, run_dir=tmp_path / "split", verbose=0)
-    resumed = new_feature_model(seed=99, num_iter=1)  # different init: everything must come from the checkpoint
-    epoch = load_checkpoint(tmp_path / "split", resumed)
-    assert epoch == 1
-    assert int(resumed.optimizer.iterations.numpy()) == 2
-    fit(resumed, data, epochs=2, steps_per_epoch=2, run_dir=tmp_path / "split", initial_epoch=epoch, verbose=0)
-    assert int(resumed.optimizer.iterations.numpy()) == 4
-    for a, b in zip(straight.weights, resumed.weights):
-        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-5, atol=1e-6, err_msg=a.path)
-    rows = (tmp_path / "split" / "loss.csv").read_text().strip().splitlines()
-    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
-
-
 def test_resume_without_checkpoint_names_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         load_checkpoint(tmp_path, new_feature_model())
@@ -148,25 +131,6 @@ def test_ssfl_two_steps_train_only_non_fe_weights(tmp_path):
         np.testing.assert_array_equal(before, np.array(var), err_msg=f"FE weight {var.path} changed")
     changed = [not np.array_equal(b, np.array(v)) for b, v in zip(trainable_before, model.trainable_variables)]
     assert sum(changed) > 0.9 * len(changed)
-
-
-def test_ssfl_resume_continues_weights_and_optimizer_exactly(tmp_path):
-    data = recon_data(2, seed=3)
-    # one unrolled iteration: the loop and checkpoint are what is tested, half the graph to trace
-    straight = _recon_model(tmp_path, num_iter=1)
-    fit(straight, data, epochs=2, steps_per_epoch=2, run_dir=tmp_path / "straight", verbose=0)
-    first = _recon_model(tmp_path, num_iter=1)
-    fit(first, data, epochs=1, steps_per_epoch=2, run_dir=tmp_path / "split", verbose=0)
-    keras.utils.set_random_seed(77)
-    resumed = SSFLRecon(1, "vicreg", unet=SMALL_UNET)  # another init: everything must come from the checkpoint
-    resumed.build_all()
-    resumed.compile(optimizer=keras.optimizers.Adam(1e-3))
-    assert load_checkpoint(tmp_path / "split", resumed) == 1
-    assert int(resumed.optimizer.iterations.numpy()) == 2
-    fit(resumed, data, epochs=2, steps_per_epoch=2, run_dir=tmp_path / "split", initial_epoch=1, verbose=0)
-    assert int(resumed.optimizer.iterations.numpy()) == 4
-    for a, b in zip(straight.weights, resumed.weights):
-        np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-5, atol=1e-6, err_msg=a.path)
 
 
 def test_pretrained_fe_errors(tmp_path):

@@ -133,7 +133,13 @@ def _metric_variables(model: keras.Model) -> list:
 
 
 def metric_state(model: keras.Model) -> dict[str, np.ndarray]:
-    """The running loss means of the epoch in progress (``m0000`` …), saved with a mid-epoch checkpoint."""
+    """The running loss means of the epoch in progress (``m0000`` …), saved with a mid-epoch checkpoint.
+
+    Not under a multi-replica strategy: reading a sync-on-read metric there is a collective that only the chief
+    (the writer) would join, which deadlocks the other workers; a resumed distributed run restarts the means."""
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        return {}
     return {f"m{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(_metric_variables(model))}
 
 
