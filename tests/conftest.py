@@ -12,6 +12,12 @@ import utils  # noqa: E402,F401  (TensorFlow's environment defaults, as every co
 
 import tensorflow as tf  # noqa: E402
 
+# Graphs traced inside the test process skip Grappler's rewrites: tracing a tiny training step is most of a training
+# test's time and Grappler about a fifth of it (make test must fit 12 minutes on a 2-core CPU). The commands run in
+# subprocesses by the tests (test_faults, test_distribute, test_prepare_data, benchmarks) keep Grappler, as users
+# get it; results are compared at tolerances either way.
+tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+
 # Start TF's runtime with its default thread pools: a training run inside the tests would otherwise set the pools
 # for the whole session (train.threads=auto, utils/threads.py), depending on which test happens to run first.
 tf.constant(0.0).numpy()

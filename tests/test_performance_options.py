@@ -169,7 +169,7 @@ def _loss_and_grads(kind: str, recompute: bool, views):
     return float(loss), [None if g is None else g.numpy() for g in grads]
 
 
-@pytest.mark.parametrize("kind", ["fe", "ssfl"])
+@pytest.mark.parametrize("kind", ["ssfl"])  # the same utils.recompute path serves FE-Net; one model keeps it cheap
 def test_recompute_keeps_loss_and_gradients(kind):
     views = _views(np.random.default_rng(4), 2)
     loss_a, grads_a = _loss_and_grads(kind, False, views)
