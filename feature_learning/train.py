@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from evaluation.figures import save_loss_curves
 from pathlib import Path
 
 import keras
@@ -124,6 +125,7 @@ def train_features(cfg: ExperimentConfig, resume: str | None = None, verbose="au
     fit(model, train_ds, cfg.train.epochs, steps, run_dir, initial_epoch=initial_epoch, val_ds=val_ds,
         val_steps=distribute.steps_for_examples(cfg.train.val_steps, strategy), verbose=verbose, is_chief=chief,
         max_minutes=cfg.train.max_minutes, log_seconds=cfg.train.log_seconds, label=f"stage 1 ({cfg.model.feature_method})",
-        checkpoint_every_steps=cfg.train.checkpoint_every_steps, on_nan=cfg.train.on_nan)
+        checkpoint_every_steps=cfg.train.checkpoint_every_steps, on_nan=cfg.train.on_nan,
+        plot_loss=save_loss_curves)
     log.info("stage 1 finished in %.1f s", time.time() - start)
     return run_dir

@@ -250,8 +250,13 @@ class ReconTrainer(keras.Model):
             losses = self.compute_losses(data, training=True)
         variables = self.trainable_variables
         grads = tape.gradient(losses["loss"], variables)
-        apply_finite_gradients(self, zip(grads, variables), losses["loss"])  # NaN/Inf steps are not applied
+        pairs = self.adjust_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+        apply_finite_gradients(self, pairs, losses["loss"])  # NaN/Inf steps are not applied
         return self._track(losses)
+
+    def adjust_gradients(self, pairs: list) -> list:
+        """(gradient, variable) pairs before they are applied; subclasses add e.g. weight decay."""
+        return pairs
 
     def test_step(self, data):
         return self._track(self.compute_losses(self._batch(data), training=False))

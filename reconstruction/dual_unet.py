@@ -68,7 +68,6 @@ from reconstruction.baselines import SupervisedTrainer, supervised_loss
 from utils import mri
 from utils.complex_layers import PACKAGE
 from utils.data_consistency import DCGD
-from utils.nan_guard import apply_finite_gradients
 
 OUTPUT_MODES = ("complex", "magnitude", "sigmoid")
 VARIANTS = ("dual-resnet", "dual", "single-resnet")
@@ -531,16 +530,11 @@ class DualUNetTrainer(SupervisedTrainer):
             reference = tf.complex(magnitude, tf.zeros_like(magnitude))
         return {"loss": supervised_loss(recon, reference, self.loss_kind)}
 
-    def train_step(self, data):
-        data = self._batch(data)
-        with tf.GradientTape() as tape:
-            losses = self.compute_losses(data, training=True)
-        variables = self.trainable_variables
-        grads = tape.gradient(losses["loss"], variables)
-        pairs = [(g + self.weight_decay * v if self.weight_decay else g, v)
-                 for g, v in zip(grads, variables) if g is not None]
-        apply_finite_gradients(self, pairs, losses["loss"])  # NaN/Inf steps are not applied
-        return self._track(losses)
+    def adjust_gradients(self, pairs: list) -> list:
+        # PyTorch Adam's coupled L2 weight decay: the decay term joins the gradient before Adam's moments
+        if not self.weight_decay:
+            return pairs
+        return [(g + self.weight_decay * v, v) for g, v in pairs]
 
     def get_config(self):
         return {**super().get_config(), "weight_decay": self.weight_decay, "lr_schedule": self.lr_schedule,

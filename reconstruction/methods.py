@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import time
+from evaluation.figures import save_loss_curves
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -191,7 +192,8 @@ def train_method(cfg: ExperimentConfig, resume: str | None = None, verbose="auto
     fit(model, train_ds, cfg.train.epochs, steps, run_dir, initial_epoch=initial_epoch, val_ds=val_ds,
         val_steps=cfg.train.val_steps, verbose=verbose, max_minutes=cfg.train.max_minutes,
         log_seconds=cfg.train.log_seconds, label=cfg.model.method,
-        checkpoint_every_steps=cfg.train.checkpoint_every_steps, on_nan=cfg.train.on_nan)
+        checkpoint_every_steps=cfg.train.checkpoint_every_steps, on_nan=cfg.train.on_nan,
+        plot_loss=save_loss_curves)
     log.info("%s finished in %.1f s", cfg.model.method, time.time() - start)
     return run_dir
 

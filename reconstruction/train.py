@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from evaluation.figures import save_loss_curves
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,8 @@ def train_recon(cfg: ExperimentConfig, resume: str | None = None, verbose="auto"
     fit(model, train_ds, cfg.train.epochs, steps, run_dir, initial_epoch=initial_epoch, val_ds=val_ds,
         val_steps=distribute.steps_for_examples(cfg.train.val_steps, strategy), verbose=verbose, is_chief=chief,
         max_minutes=cfg.train.max_minutes, log_seconds=cfg.train.log_seconds, label="stage 2 (SSFL-Recon)",
-        checkpoint_every_steps=cfg.train.checkpoint_every_steps, on_nan=cfg.train.on_nan)
+        checkpoint_every_steps=cfg.train.checkpoint_every_steps, on_nan=cfg.train.on_nan,
+        plot_loss=save_loss_curves)
     if not resume:
         changed = [v.path for v, b in zip(model.feature_extractor.weights, fe_before)
                    if not np.array_equal(np.array(v), b)]

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable
 
 from utils.config import load_config
 from utils.schema import ExperimentConfig
@@ -24,3 +28,28 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     return load_config(ExperimentConfig, args.config, args.overrides)
+
+
+def run_training(command: str, train: Callable[[], Path], config: str, weights_label: str) -> int:
+    """Runs ``train()`` (returns the run folder) for the CLI ``command``: exit 3 on a non-finite loss, 4 on an OS
+    error (disk full, ...: the last checkpoint is intact), 0 with a resume hint after SIGTERM/SIGINT."""
+    from utils.training import NonFiniteLossError, read_summary
+
+    log = logging.getLogger(f"scripts.{command.replace('-', '_')}")
+    try:
+        run_dir = train()
+    except NonFiniteLossError as err:
+        print(f"ssfl-recon {command}: error: {err}", file=sys.stderr)
+        return 3
+    except FileNotFoundError:
+        raise
+    except OSError as err:  # disk full, folder gone, ...: the last checkpoint is intact (atomic writes)
+        print(f"ssfl-recon {command}: error: {err}", file=sys.stderr)
+        return 4
+    stopped = read_summary(run_dir).get("stopped", "")
+    if stopped.startswith("signal"):  # SIGTERM/SIGINT: checkpoint written, a clean exit
+        log.info("stopped by %s after a checkpoint; continue with: ssfl-recon %s --config %s --resume %s",
+                 stopped.split()[-1], command, config, run_dir)
+        return 0
+    log.info("%s: %s", weights_label, run_dir / "model.weights.h5")
+    return 0

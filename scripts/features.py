@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     from feature_learning.model import FeatureNet
     from reconstruction.pretrained import load_feature_weights
-    from utils.cases import load_case
+    from data_loader.cases import load_case
     from utils.io import atomic_savez
 
     case = load_case(args.input)

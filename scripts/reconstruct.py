@@ -55,7 +55,7 @@ def load_recon_model(weights: str, feature_method: str | None = None, num_iter: 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from utils.cases import load_case
+    from data_loader.cases import load_case
     from utils.io import atomic_path, atomic_savez
 
     model = load_recon_model(args.weights, args.feature_method, args.num_iter)

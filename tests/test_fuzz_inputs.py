@@ -3,7 +3,7 @@ replaced, empty, wrong dtype, wrong shape, NaN/Inf, missing keys) and must eithe
 or refuse it with ValueError (ConfigError is one) / FileNotFoundError whose message names the file, never
 another exception type and never a hang (each call runs under a 10 s alarm).
 
-Readers: ``.npz`` cases (``utils.cases.load_case``), our ``.h5`` (``read_h5_subject``), CMRxRecon ``.mat``
+Readers: ``.npz`` cases (``data_loader.cases.load_case``), our ``.h5`` (``read_h5_subject``), CMRxRecon ``.mat``
 k-space (``read_cmrxrecon_cine``) and masks (``read_cmrxrecon_masks``, ``load_cmrxrecon_mask``), the original
 layout's ``.npy`` (``OriginalDataset``), mask text files (``read_mask_txt``), YAML configs (``load_config``) and
 weights files (``load_weights_checked``)."""
@@ -22,7 +22,7 @@ import pytest
 import scipy.io
 
 from data_loader import formats, masks, real_formats
-from utils.cases import load_case
+from data_loader.cases import load_case
 from utils.config import ConfigError, load_config
 from utils.schema import ExperimentConfig
 from utils.training import load_weights_checked, save_weights_atomic

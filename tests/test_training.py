@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import fixtures_dir
+from evaluation.figures import save_loss_curves
 from feature_learning.model import FeatureNet
 from reconstruction.model import SSFLRecon
 from reconstruction.pretrained import load_feature_weights
@@ -73,7 +74,8 @@ def new_feature_model(seed: int = 0, num_iter: int = 2) -> FeatureNet:
 def test_feature_model_two_steps_in_graph_mode(tmp_path):
     model = new_feature_model()
     before = [np.array(v) for v in model.trainable_variables]
-    history = fit(model, feature_data(2), epochs=1, steps_per_epoch=2, run_dir=tmp_path, verbose=0)
+    history = fit(model, feature_data(2), epochs=1, steps_per_epoch=2, run_dir=tmp_path, verbose=0,
+                  plot_loss=save_loss_curves)
     assert not model.run_eagerly
     assert np.isfinite(history.history["loss"][-1])
     unchanged = {v.path for b, v in zip(before, model.trainable_variables) if np.array_equal(b, np.array(v))}

@@ -34,7 +34,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import keras
 import numpy as np
@@ -331,8 +331,10 @@ class RunLogger(keras.callbacks.Callback):
     """
 
     def __init__(self, run_dir: Path, save: bool = True, steps_per_epoch: int | None = None, every: int = 0,
-                 on_nan: str = "stop", start: dict[str, Any] | None = None):
+                 on_nan: str = "stop", start: dict[str, Any] | None = None,
+                 plot_loss: Callable[[Path, Path], Any] | None = None):
         super().__init__()
+        self.plot_loss = plot_loss  # (png path, csv path) -> None; plotting lives above utils (evaluation.figures)
         if on_nan not in ON_NAN:
             raise ValueError(f"on_nan: expected one of {list(ON_NAN)}, got {on_nan!r}")
         self.run_dir = Path(run_dir)
@@ -437,12 +439,11 @@ class RunLogger(keras.callbacks.Callback):
                 writer = csv.DictWriter(fh, fieldnames=keys)
                 writer.writeheader()
                 writer.writerows(rows)
-        try:
-            from evaluation.figures import save_loss_curves
-
-            save_loss_curves(self.run_dir / "loss.png", self.csv_path)
-        except Exception as err:  # a plotting problem must not stop training
-            log.warning("could not draw loss.png: %s", err)
+        if self.plot_loss is not None:
+            try:
+                self.plot_loss(self.run_dir / "loss.png", self.csv_path)
+            except Exception as err:  # a plotting problem must not stop training
+                log.warning("could not draw loss.png: %s", err)
         why = "done" if finished else (f"stopped by {self.stop_signal}" if self.stop_signal
                                        else "stopped by the time budget")
         log.info("epoch %d %s (%s) — %.1f s elapsed", epoch + 1, why,
@@ -609,7 +610,8 @@ class _StopSignals:
 def fit(model: keras.Model, train_ds, epochs: int, steps_per_epoch: int | None, run_dir: Path,
         initial_epoch: int = 0, val_ds=None, val_steps: int | None = None, verbose: int | str = "auto",
         is_chief: bool = True, max_minutes: float = 0.0, log_seconds: float = 30.0,
-        label: str = "training", checkpoint_every_steps: int = 0, on_nan: str = "stop") -> keras.callbacks.History:
+        label: str = "training", checkpoint_every_steps: int = 0, on_nan: str = "stop",
+        plot_loss: Callable[[Path, Path], Any] | None = None) -> keras.callbacks.History:
     """``model.fit`` with the run's callbacks; raises :class:`NonFiniteLossError` on NaN/Inf (``on_nan="stop"``)
     or skips such steps (``"skip"``: the update is not applied, the count goes to ``summary.json``).
 
@@ -644,7 +646,7 @@ def fit(model: keras.Model, train_ds, epochs: int, steps_per_epoch: int | None, 
             offset, start = 0, {**start, "step_in_epoch": 0, "metrics": None}
     nan_guard.attach(model)
     logger = RunLogger(run_dir, save=is_chief, steps_per_epoch=steps_per_epoch, every=checkpoint_every_steps,
-                       on_nan=on_nan, start=start)
+                       on_nan=on_nan, start=start, plot_loss=plot_loss)
     logger.batches = position
     logger._last_saved = position
     callbacks: list[keras.callbacks.Callback] = [logger]
