@@ -4,12 +4,14 @@ Every subject is a :func:`data_loader.phantom.make_subject` phantom (own anatomy
 derived from the data set seed and the subject index), written in the original preprocessed layout, our HDF5 layout
 or both (see :mod:`data_loader.formats`), with split CSVs over disjoint subjects and a ``manifest.json``. The same
 arguments always give the same data. ``ssfl-recon make-data`` (``scripts/make_data.py``) is the command line of
-:func:`generate_dataset`; the pipelines call it for ``data.source: synthetic``; ``prepare-data`` shares the splits.
+:func:`generate_dataset`; :func:`ensure_synthetic_data` writes the data set of a config (``data.source:
+synthetic``) unless it is already there; ``prepare-data`` shares the splits.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +23,17 @@ from data_loader import formats
 from data_loader.coil_maps import espirit_coil_maps, sense_combine
 from data_loader.masks import equispaced_mask
 from data_loader.phantom import make_subject
+from data_loader.store import SPLITS, data_size, split_csv_path
 from utils.io import atomic_write_text
 from utils.mri import fft2c_np
+from utils.schema import DataConfig
 
 logger = logging.getLogger(__name__)
 
-SPLIT_NAMES = ("train", "val", "test")
+SPLIT_NAMES = SPLITS  # the splits the pipelines read
+# stamp of the data set written for a config (ensure_synthetic_data)
+_STAMP_NAME = ".ssfl_synthetic.json"
+_STAMP_VERSION = 1
 
 
 @dataclass
@@ -180,3 +187,52 @@ def generate_dataset(spec: SyntheticSpec,
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     logger.info("done: %s", out)
     return splits
+
+
+# ----------------------------------------------------------------------------- data set of a config
+def _stamp(cfg: DataConfig) -> dict[str, Any]:
+    snr = float(cfg.snr_db)
+    return {"version": _STAMP_VERSION, "size": [int(v) for v in cfg.size], "subjects": int(cfg.subjects),
+            "seed": int(cfg.seed), "snr_db": snr if math.isfinite(snr) else None}
+
+
+def ensure_synthetic_data(cfg: DataConfig) -> Path:
+    """Generates the synthetic data set into ``data.root`` unless it is already there with the same parameters.
+
+    Only for ``data.source == "synthetic"`` (and not in dummy mode); otherwise returns ``data.root`` untouched.
+    The data set is current when the three split CSVs exist and the stamp file ``.ssfl_synthetic.json`` in the
+    folder records the same ``size``, ``subjects``, ``seed`` and ``snr_db``; else ``make-data`` (both layouts,
+    one slice per subject) writes it again and the stamp is written last, so an interrupted generation is redone.
+
+    Args:
+        cfg: data config.
+
+    Returns:
+        the data folder.
+    """
+    root = Path(cfg.root).expanduser()
+    if cfg.source != "synthetic" or cfg.dummy:
+        return root
+    wanted = _stamp(cfg)
+    stamp_path = root / _STAMP_NAME
+    csvs = [split_csv_path(cfg, s) for s in SPLITS]
+    if all(p.is_file() for p in csvs) and stamp_path.is_file():
+        try:
+            if json.loads(stamp_path.read_text(encoding="utf-8")) == wanted:
+                logger.debug("synthetic data in %s are current", root)
+                return root
+        except (OSError, ValueError) as err:
+            logger.warning("%s: unreadable stamp (%s); regenerating", stamp_path, err)
+    if any(p.is_file() for p in csvs):
+        logger.warning("%s holds a data set made with other parameters (or no stamp); regenerating it with %s",
+                       root, wanted)
+    start = time.perf_counter()
+    generate_dataset(SyntheticSpec(out=root, subjects=wanted["subjects"], size=data_size(cfg),
+                                   seed=wanted["seed"], snr=wanted["snr_db"], layout="both"))
+    missing = [str(p) for p in csvs if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"the synthetic generator did not write the configured split CSV(s) {missing} "
+                                "(data.train_csv/val_csv/test_csv must name files make-data writes)")
+    atomic_write_text(stamp_path, json.dumps(wanted, indent=2) + "\n")
+    logger.info("synthetic data written to %s in %.1f s", root, time.perf_counter() - start)
+    return root
