@@ -106,14 +106,14 @@ def _original_cases(root: Path) -> tuple[list[CaseSource], list[str]]:
         names = formats.original_file_names(name)
 
         def load(row=row, names=names):
-            image = np.load(formats._resolve_original(root, names["image"]), allow_pickle=False)
-            maps = np.load(formats._resolve_original(root, names["coil_maps"]), allow_pickle=False)
+            image = np.load(formats.resolve_original(root, names["image"]), allow_pickle=False)
+            maps = np.load(formats.resolve_original(root, names["coil_maps"]), allow_pickle=False)
             where = root / names["image"]
             if image.shape != (row.slices, row.nt, row.nx, row.ny, 1) or maps.shape[:4] != (row.slices, 1, row.nx,
                                                                                                row.ny):
                 raise ValueError(f"{where}: shapes {image.shape} / {maps.shape} disagree with the CSV row "
                                  f"(S,T,X,Y) = {(row.slices, row.nt, row.nx, row.ny)}")
-            formats._check_finite(image, str(where))
+            formats.check_finite(image, str(where))
             mask = read_mask_txt(root / names["mask"], ny=row.ny, nt=row.nt)
             kspace = fft2c_np((image * maps).astype(np.complex64), axes=(-3, -2)).astype(np.complex64)
             return {"kspace": kspace, "coil_maps": maps.astype(np.complex64), "image": image.astype(np.complex64),
@@ -205,7 +205,7 @@ def process_case(case: CaseSource, coils: int | None, time_window: int | None,
     kspace = np.asarray(data["kspace"])
     if kspace.ndim != 5:
         raise ValueError(f"{case.path}: expected k-space (S,T,X,Y,C), got shape {kspace.shape}")
-    formats._check_finite(kspace, f"{case.path}: k-space")
+    formats.check_finite(kspace, f"{case.path}: k-space")
     if time_window is not None:
         _crop_time(data, time_window, case.path)
         kspace = data["kspace"]
