@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluation import figures
+from evaluation import plots
 from evaluation.figures import (
     max_variance_row,
     save_cine_gif,
@@ -134,7 +134,7 @@ def test_loss_curves_from_csv(tmp_path: Path) -> None:
 
 def test_loss_curves_axis_scale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     scales = []
-    original = figures._save_png
+    original = plots.save_png
 
     def spy(fig, path, dpi):  # records the y scale of the rendered figure
         scales.append(fig.axes[0].get_yscale())
@@ -142,7 +142,7 @@ def test_loss_curves_axis_scale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         assert "lr" not in labels and "loss" in labels
         return original(fig, path, dpi)
 
-    monkeypatch.setattr(figures, "_save_png", spy)
+    monkeypatch.setattr(plots, "save_png", spy)
     save_loss_curves(tmp_path / "pos.png", {"epoch": [0, 1, 2], "loss": [3.0, 2.0, 1.0], "lr": [1, 1, 1]})
     save_loss_curves(tmp_path / "neg.png", {"loss": [3.0, -2.0, 1.0], "val_loss": [1.0, 1.0, 1.0]})
     assert scales == ["log", "linear"]
