@@ -246,6 +246,10 @@ class TrainConfig:
     epoch's steps with 0) and then continues exactly as the uninterrupted run (same data order and masks).
     on_nan: a step with a NaN/Inf loss or gradient is never applied; ``stop`` ends the run with an error keeping
     the last good checkpoint, ``skip`` leaves the step out and goes on (``summary.json`` counts skipped steps).
+    save_every_epoch: also write the network's weights after every epoch as ``weights{epoch:03d}.weights.h5``
+    (1-based, like the original's ``weights{epoch:03d}.tf``) in the run folder (:mod:`utils.epoch_weights`), so a
+    stage-2 run can take an earlier FE epoch (``pretrained_fe: <run>/weights020.weights.h5``).
+    keep_epoch_weights: keep only the newest this many per-epoch files (0 = keep all, as the original).
     """
 
     epochs: int = 200
@@ -265,6 +269,8 @@ class TrainConfig:
     log_seconds: float = 30.0
     checkpoint_every_steps: int = 0
     on_nan: str = "stop"
+    save_every_epoch: bool = True
+    keep_epoch_weights: int = 0
 
     def validate(self) -> None:
         from utils import threads
@@ -289,6 +295,9 @@ class TrainConfig:
                               f"got {self.checkpoint_every_steps!r}")
         if self.on_nan not in ("stop", "skip"):
             raise ConfigError(f"train.on_nan: expected 'stop' or 'skip', got {self.on_nan!r}")
+        if isinstance(self.keep_epoch_weights, bool) or self.keep_epoch_weights < 0:
+            raise ConfigError(f"train.keep_epoch_weights: expected an integer >= 0 (0 = keep all), "
+                              f"got {self.keep_epoch_weights!r}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ConfigError(f"train.mixed_precision: expected one of {list(MIXED_PRECISION)}, "
                               f"got {self.mixed_precision!r}")
