@@ -17,6 +17,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from data_loader.cmrx_format import read_cmrxrecon_cine
+from data_loader.coil_maps import espirit_coil_maps
+from data_loader.h5_format import read_h5_subject
 from utils import mri
 
 
@@ -81,8 +84,6 @@ def load_case(path: str | Path) -> dict[str, tf.Tensor]:
                              f"found {sorted(arrays)}")
         return case_from_arrays(arrays["y"], arrays["mask"], arrays[maps_key], arrays.get("x"), str(path))
     if suffix in (".h5", ".hdf5"):
-        from data_loader.formats import read_h5_subject
-
         subject = read_h5_subject(path)
         kspace = subject["kspace"][0]
         mask = subject.get("initial_mask")
@@ -92,9 +93,6 @@ def load_case(path: str | Path) -> dict[str, tf.Tensor]:
             mask_t = np.asarray(mask, np.float32).T[None, :, None, :, None]
         return case_from_arrays(kspace[None] * mask_t, mask_t, subject["coil_maps"][0][None], source=str(path))
     if suffix == ".mat":
-        from data_loader.coil_maps import espirit_coil_maps
-        from data_loader.formats import read_cmrxrecon_cine
-
         kspace = read_cmrxrecon_cine(path)[0]  # first slice (T,X,Y,C)
         mask = (np.abs(kspace).sum(axis=(1, 3)) > 0).astype(np.float32)  # (T, Y)
         maps = espirit_coil_maps(kspace.mean(axis=0))

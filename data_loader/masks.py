@@ -26,7 +26,9 @@ import re
 from pathlib import Path
 from typing import Callable
 
+import h5py
 import numpy as np
+import scipy.io
 
 from data_loader.vista import check_acceleration, check_positive_int, lines_per_frame, vista_mask
 from utils.io import atomic_write_text
@@ -409,9 +411,6 @@ def get_vista_mask(ny: int, nt: int, acc: float, seed: int,
 
 # -------------------------------------------------------------------------------------------- CMRxRecon
 def _read_mat_array(path: Path, key: str | None) -> np.ndarray:
-    import h5py
-    import scipy.io
-
     if h5py.is_hdf5(str(path)):
         # MATLAB v7.3 files are HDF5; MATLAB is column-major, so h5py sees the axes in reverse order.
         try:

@@ -28,6 +28,8 @@ from typing import Sequence
 import h5py
 import numpy as np
 
+from data_loader.csv_format import read_dataset_csv
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["MASK_GROUP", "line_masks", "read_line_mask", "split_line_masks", "stored_mask_names"]
@@ -124,8 +126,6 @@ def line_masks(root: str | Path, names: Sequence[str], subjects: Sequence[int],
 
 def split_line_masks(cfg, data) -> list[np.ndarray]:
     """:func:`line_masks` of the examples of a loaded split (``data_loader.pipelines.SplitData``) of ``cfg.root``."""
-    from data_loader.formats import read_dataset_csv
-
     if cfg.source != "h5":
         raise ValueError(f"data.masks 'prospective' reads the prospective masks of prepared HDF5 files "
                          f"(data.source 'h5'), got data.source {cfg.source!r}")

@@ -30,7 +30,10 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
+from data_loader import pipelines
+from data_loader.formats import read_dataset_csv
 from evaluation import protocols
+from evaluation.figures import save_comparison_gif, save_comparison_panel
 from evaluation.metrics import MetricOptions, compute_metrics
 from utils.data_consistency import cg_sense
 from utils.io import atomic_path, atomic_write_text
@@ -112,8 +115,6 @@ def evaluate(cases_for: Callable[[float], Iterable[dict]], methods: dict[str, Ca
         ValueError: no methods or accelerations, an acceleration without cases, a reconstruction whose shape
             differs from the reference, a frame outside the cine.
     """
-    from evaluation.figures import save_comparison_gif, save_comparison_panel
-
     _check_methods(methods)
     accelerations = [float(a) for a in accelerations]
     if not accelerations:
@@ -217,8 +218,6 @@ def evaluate_split(data_cfg, methods: dict[str, Callable[[dict], np.ndarray]], a
     Returns:
         The :class:`EvaluationResult`.
     """
-    from data_loader import pipelines
-
     if max_cases is not None and max_cases < 1:
         raise ValueError(f"max_cases (--cases): expected >= 1, got {max_cases}")
     mask_kind = mask_kind or data_cfg.mask_kind
@@ -229,8 +228,6 @@ def evaluate_split(data_cfg, methods: dict[str, Callable[[dict], np.ndarray]], a
     def cases_for(acc: float) -> Iterable[dict]:
         cases = pipelines.eval_cases(data_cfg, split, acc, mask_kind=mask_kind, seed=seed)
         if kwargs.get("protocol"):
-            from data_loader.formats import read_dataset_csv
-
             rows = read_dataset_csv(pipelines.split_csv_path(data_cfg, split))
             cases = protocols.select_cases(cases, rows, kwargs["protocol"])
         return itertools.islice(cases, max_cases)

@@ -4,6 +4,13 @@ from __future__ import annotations
 import argparse
 import logging
 
+import numpy as np
+
+from data_loader.cases import load_case
+from feature_learning.model import FeatureNet
+from reconstruction.pretrained import load_feature_weights
+from utils.io import atomic_savez
+
 log = logging.getLogger(__name__)
 
 
@@ -18,13 +25,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from feature_learning.model import FeatureNet
-    from reconstruction.pretrained import load_feature_weights
-    from data_loader.cases import load_case
-    from utils.io import atomic_savez
-
     case = load_case(args.input)
     model = FeatureNet(args.num_iter, args.method)
     model.build_all()

@@ -6,6 +6,12 @@ import json
 import logging
 from pathlib import Path
 
+from feature_learning.model import FeatureNet
+from reconstruction.model import SSFLRecon
+from utils.checkpoint_import import assign_from_checkpoint
+from utils.io import atomic_write_text
+from utils.training import save_weights_atomic
+
 log = logging.getLogger(__name__)
 MODELS = ("fe-vicreg", "fe-contrastive", "ssfl-recon")
 
@@ -25,12 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from feature_learning.model import FeatureNet
-    from reconstruction.model import SSFLRecon
-    from utils.checkpoint_import import assign_from_checkpoint
-    from utils.io import atomic_write_text
-    from utils.training import save_weights_atomic
-
     if not args.out.endswith(".weights.h5"):
         raise ValueError(f"--out {args.out!r}: expected a file name ending with .weights.h5")
     if args.model == "ssfl-recon":

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from data_loader.synthetic import SyntheticSpec, generate_dataset
+from evaluation.plots import save_phantom_figure
 from scripts._common import positive_ints
 
 logger = logging.getLogger(__name__)
@@ -99,8 +100,6 @@ def save_phantom_png(path: Path, subject: dict[str, Any], name: str) -> None:
         subject: output of :func:`data_loader.phantom.make_subject`.
         name: subject name for the title.
     """
-    from evaluation.figures import save_phantom_figure
-
     image = subject["image"][0, ..., 0]  # (T, X, Y) of the first slice
     meta = subject["slices_meta"][0]
     nt, nx, ny = image.shape

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from data_loader.masks import MASK_GENERATORS, effective_acceleration, generate_mask, write_mask_txt
+from evaluation.plots import save_mask_figure
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +50,6 @@ def save_mask_png(path: str | Path, mask: np.ndarray, title: str) -> None:
         mask: (ny, nt) 0/1 array.
         title: figure title (the panel caption adds R_eff and lines per frame).
     """
-    from evaluation.figures import save_mask_figure
-
     save_mask_figure(path, {title: mask})
 
 
@@ -96,8 +95,6 @@ def run(args: argparse.Namespace) -> int:
         save_mask_png(args.png, mask, f"{args.kind} mask {args.ny}x{args.nt}, R={args.acc:g}, seed {args.seed}")
         logger.info("wrote picture %s", args.png)
     if args.compare_png is not None:
-        from evaluation.figures import save_mask_figure
-
         masks = compare_kinds(args.ny, args.nt, args.acc, args.seed, args.num_center, known={args.kind: mask})
         save_mask_figure(args.compare_png, masks,
                          title=f"k-t masks, {args.ny} ky lines x {args.nt} frames, R={args.acc:g}, seed {args.seed}")

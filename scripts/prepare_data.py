@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_loader.prepare import SOURCES
+from data_loader.prepare import SOURCES, prepare
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +69,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the conversion; returns 0."""
-    from data_loader.prepare import prepare
-
     prepare(args.source, args.in_dir, args.out, coils=args.coils, time_window=args.time_window, split=args.split,
             seed=args.seed, initial_mask=args.initial_mask, calib_size=args.calib)
     return 0

@@ -80,7 +80,10 @@ def prepared(tmp_path_factory) -> dict:
 
 
 def examples(ds: tf.data.Dataset, n: int) -> list:
-    return [tf.nest.map_structure(lambda t: t.numpy(), el) for el in ds.take(n)]
+    """The first ``n`` elements as numpy; fails if the stream has fewer (so no loop over them can pass empty)."""
+    out = [tf.nest.map_structure(lambda t: t.numpy(), el) for el in ds.take(n)]
+    assert len(out) == n, f"the stream ended after {len(out)} of {n} elements"
+    return out
 
 
 def subject_of(reference: np.ndarray, images: dict) -> str:
