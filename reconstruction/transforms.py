@@ -17,12 +17,21 @@ Plain functions (deterministic given their parameters):
   combination of input pixels and the image range is kept. DDEI uses deepinv's CPAB diffeomorphisms (continuous
   piecewise-affine velocity fields); this is a dependency-free stand-in with the same purpose.
 * :func:`bilinear_sample`: the shared resampler (same coordinates for every frame and channel).
+* :func:`shift_time` / :class:`ShiftTime`: deepinv's ``ShiftTime`` (the time transform of DDEI's ``train.py``). A
+  shift by ``s`` frames with reflective padding is ``out[t] = x[R(t - s)]`` with the mirror fold
+  ``R(j) = m if m <= T-1 else 2(T-1) - m``, ``m = j mod 2(T-1)`` (deepinv pads ``[flip(x)[:T-1], x, flip(x)[1:]]``,
+  rolls and crops, reducing the shift modulo ``2T - 2`` first, which is this fold); ``padding="circular"`` is
+  deepinv's ``"wrap"``, ``torch.roll``: ``out[t] = x[(t - s) mod T]``. The shift is drawn uniformly in
+  ``{-T, ..., T-1}`` (deepinv: ``randperm(2T) - T``, first element), 0 included. T = 1 is the identity.
+* :class:`reconstruction.cpab.CPAB` (``"cpab"``): DDEI's CPAB diffeomorphism (:mod:`reconstruction.cpab`).
 
 Random transforms (:class:`Transform` objects, called as ``transform(x, seed)`` with a stateless seed of shape (2,))
 compose as in deepinv: ``a | b`` applies ``a`` or ``b`` with probability 1/2 each, ``a * b`` applies ``a`` then
 ``b``. :data:`TRANSFORMS` maps the names used in configs to factories; DDEI's ``(diffeo | rotate) | time-shift``
 (Wang & Davies, ISBI 2025, their ``train.py``) therefore applies a time shift with probability 1/2, and a diffeomorphism
 or a rotation with probability 1/4 each; ``ddei-chain`` is the other reading, ``(diffeo | rotate) * time-shift``.
+``ddei-cpab`` is DDEI's exact choice, ``(cpab | rotate) | shift-time``: CPAB diffeomorphisms and deepinv's
+reflective time shift in place of the smooth warp and the circular shift.
 """
 from __future__ import annotations
 
@@ -37,17 +46,22 @@ __all__ = [
     "Diffeo",
     "OneOf",
     "Rotate",
+    "SHIFT_PADDINGS",
+    "ShiftTime",
     "TimeShift",
     "Transform",
     "bilinear_sample",
     "make_transform",
     "random_displacement",
+    "reflect_index",
     "rotate",
+    "shift_time",
     "time_shift",
     "warp",
 ]
 
 FILL_MODES = ("zeros", "border")
+SHIFT_PADDINGS = ("reflect", "circular")
 
 
 # --------------------------------------------------------------------------------------------- plain ops
@@ -71,6 +85,35 @@ def time_shift(x: tf.Tensor, shifts) -> tf.Tensor:
     shifts = tf.cast(shifts, tf.int32)
     shifts = tf.broadcast_to(tf.reshape(shifts, [-1]), [tf.shape(x)[0]])
     index = tf.math.floormod(tf.range(num_frames)[None, :] - shifts[:, None], num_frames)
+    return tf.gather(x, index, axis=1, batch_dims=1)
+
+
+def reflect_index(index: tf.Tensor, num_frames) -> tf.Tensor:
+    """Mirror fold of integer frame indices into ``[0, T-1]`` without repeating the edge frames (numpy's
+    ``"reflect"``): ``m = index mod 2(T-1)``, ``m`` if ``m <= T-1`` else ``2(T-1) - m``; 0 when T = 1."""
+    num_frames = tf.cast(num_frames, tf.int32)
+    period = tf.maximum(2 * (num_frames - 1), 1)
+    folded = tf.math.floormod(tf.cast(index, tf.int32), period)
+    return tf.where(folded > num_frames - 1, period - folded, folded)
+
+
+def shift_time(x: tf.Tensor, shifts, padding: str = "reflect") -> tf.Tensor:
+    """deepinv's ``ShiftTime``: shift along T by ``shifts`` frames per example with reflective (default) or circular
+    padding: ``out[b, t] = x[b, R(t - shifts[b])]`` with ``R`` = :func:`reflect_index` or ``mod T``.
+
+    Args:
+        x: (B,T,X,Y,C) tensor.
+        shifts: int scalar or (B,) ints (any sign).
+        padding: ``"reflect"`` (deepinv's default) or ``"circular"`` (deepinv's ``"wrap"``, = :func:`time_shift`).
+    """
+    if padding not in SHIFT_PADDINGS:
+        raise ValueError(f"padding: expected one of {SHIFT_PADDINGS}, received {padding!r}")
+    if padding == "circular":
+        return time_shift(x, shifts)
+    x = _rank5("x", x)
+    num_frames = tf.shape(x)[1]
+    shifts = tf.broadcast_to(tf.reshape(tf.cast(shifts, tf.int32), [-1]), [tf.shape(x)[0]])
+    index = reflect_index(tf.range(num_frames)[None, :] - shifts[:, None], num_frames)
     return tf.gather(x, index, axis=1, batch_dims=1)
 
 
@@ -269,6 +312,28 @@ class TimeShift(Transform):
         return time_shift(x, shifts)
 
 
+class ShiftTime(Transform):
+    """deepinv's ``ShiftTime`` (DDEI's time transform): :func:`shift_time` by a shift drawn uniformly in
+    ``{-T, ..., T-1}`` per example (0 included, as ``randperm(2T) - T``).
+
+    Args:
+        padding: ``"reflect"`` (deepinv's default) or ``"circular"``.
+    """
+
+    def __init__(self, padding: str = "reflect"):
+        if padding not in SHIFT_PADDINGS:
+            raise ValueError(f"padding: expected one of {SHIFT_PADDINGS}, received {padding!r}")
+        self.padding = padding
+        self.name = "shift-time" if padding == "reflect" else "shift-time-circular"
+
+    def apply(self, x, seed):
+        shape = tf.shape(x)
+        frames = shape[1]
+        shifts = tf.random.stateless_uniform(shape[:1], seed=tf.cast(seed, tf.int64), minval=0, maxval=2 * frames,
+                                             dtype=tf.int32) - frames
+        return shift_time(x, shifts, self.padding)
+
+
 class Rotate(Transform):
     """In-plane rotation by a uniform random angle in [-max_degrees, max_degrees] per example."""
 
@@ -329,14 +394,27 @@ class Chain(Transform):
         return self.second.apply(self.first.apply(x, key_a), key_b)
 
 
+def _cpab() -> Transform:
+    from reconstruction.cpab import CPAB  # cpab imports this module's resampler
+
+    return CPAB()
+
+
 TRANSFORMS: dict[str, Callable[[], Transform]] = {
     "time-shift": TimeShift,
+    # deepinv's ShiftTime: reflective padding (its default) or circular
+    "shift-time": ShiftTime,
+    "shift-time-circular": lambda: ShiftTime("circular"),
     "rotate": Rotate,
     "diffeo": Diffeo,
+    # CPAB diffeomorphism as deepinv's CPABDiffeomorphism (3x3 tessellation, zero boundary, volume preserving)
+    "cpab": _cpab,
     # DDEI (Wang & Davies 2025): EILoss((diffeo | rotate) | time_shift) with deepinv's random-choice "|"
     "ddei": lambda: (Diffeo() | Rotate()) | TimeShift(),
     # the chained reading: a spatial transform (diffeo or rotation) followed by a time shift
     "ddei-chain": lambda: (Diffeo() | Rotate()) * TimeShift(),
+    # DDEI's train.py exactly: (CPABDiffeomorphism | Rotate) | ShiftTime (reflective)
+    "ddei-cpab": lambda: (_cpab() | Rotate()) | ShiftTime(),
 }
 
 

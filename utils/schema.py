@@ -50,6 +50,9 @@ class DataConfig:
         (the prepared files hold fully sampled k-space). A file without the mask is an error naming the masks it has.
     prospective_mask: name of the stored mask for ``masks: prospective`` (``R04``, ``Uniform8``, ``ktGaussian8``,
         ...); empty = the first one stored (in name order) in each file.
+    time_window: frames per training window (``data_loader/video_windows.py``; DDEI: 12); 0 = the whole cine.
+    video_normalisation: DDEI's per-video normalisation (``data_loader/video_windows.py``): ``none``, ``reference``
+        (mean/std of the fully sampled image, as DDEI) or ``zero_filled`` (of ``A^H y``).
     """
 
     source: str = "synthetic"
@@ -76,6 +79,8 @@ class DataConfig:
     dummy: bool = False
     masks: str = "retrospective"
     prospective_mask: str = ""
+    time_window: int = 0
+    video_normalisation: str = "none"
 
     def validate(self) -> None:
         if self.source not in DATA_SOURCES:
@@ -98,6 +103,11 @@ class DataConfig:
             raise ConfigError(f"data.contrastive_rule: expected 'diff' or 'random', got {self.contrastive_rule!r}")
         if self.mask_seeds < 2:
             raise ConfigError(f"data.mask_seeds: need at least 2 seeds so two views differ, got {self.mask_seeds}")
+        if isinstance(self.time_window, bool) or self.time_window < 0:
+            raise ConfigError(f"data.time_window: expected an integer >= 0 (0 = whole cine), got {self.time_window!r}")
+        if self.video_normalisation not in ("none", "reference", "zero_filled"):
+            raise ConfigError(f"data.video_normalisation: expected 'none', 'reference' or 'zero_filled', "
+                              f"got {self.video_normalisation!r}")
 
 
 @dataclass
@@ -116,7 +126,10 @@ class ModelConfig:
     kept for data consistency (0.6; the held-out 0.4 is SSDU's rho). ssdu_split: ``uniform`` | ``gaussian``
     selection of the held-out points. ssdu_center_lines: central ky lines always kept for data consistency.
     ei_transform: transform of method ``ei`` (``time-shift``, ``rotate``, ``diffeo``, ``ddei``, ``ddei-chain``).
-    ei_weight: weight of the equivariance loss. train_accelerations: R values of the training masks of the
+    ei_weight: weight of the equivariance loss. backbone: network of the baselines, ``unet`` (the unrolled UNet)
+    or ``crnn`` (DDEI's CRNN, ``reconstruction/crnn.py``); crnn_cascades / crnn_channels: its cascades (2) and hidden
+    channels (64). noise_sigma: std (per real number) of Gaussian noise added to the acquired k-space every training
+    step (DDEI's ``--noise``; 0 = none). sure_tau: Monte-Carlo step of the SURE losses (DDEI: 0.1). train_accelerations: R values of the training masks of the
     baselines (supervised, ssdu, ei*); empty = the acquisition (``data.mask_kind`` at ``data.start_r``, seed 10).
     dual_unet_filters / dual_unet_levels: the dual-UNet's first-level channels (64 in its project) and levels (4).
     dual_unet_dropout / dual_unet_dropout_levels: UNet dropout rate (0.3) and the 0-based encoder levels it follows
@@ -160,6 +173,11 @@ class ModelConfig:
     dual_unet_lr_schedule: str = "constant"
     dual_unet_masks: str = "random"
     dual_unet_dc: bool = False
+    backbone: str = "unet"
+    crnn_cascades: int = 2
+    crnn_channels: int = 64
+    noise_sigma: float = 0.0
+    sure_tau: float = 0.1
 
     def validate(self) -> None:
         methods = ("ssfl-recon", "supervised", "ssdu", "ei", "ei-r", "ddei", "dual-unet")
@@ -186,6 +204,18 @@ class ModelConfig:
             raise ConfigError(f"model.pool_gradient: expected one of {list(POOL_GRADIENTS)}, "
                               f"got {self.pool_gradient!r}")
         self._validate_dual_unet()
+        self._validate_ddei()
+
+    def _validate_ddei(self) -> None:
+        if self.backbone not in ("unet", "crnn"):
+            raise ConfigError(f"model.backbone: expected 'unet' or 'crnn', got {self.backbone!r}")
+        if self.crnn_cascades < 1 or self.crnn_channels < 1:
+            raise ConfigError(f"model.crnn_cascades / crnn_channels: expected >= 1, got {self.crnn_cascades}, "
+                              f"{self.crnn_channels}")
+        if not self.noise_sigma >= 0:
+            raise ConfigError(f"model.noise_sigma: expected >= 0, got {self.noise_sigma}")
+        if not self.sure_tau > 0:
+            raise ConfigError(f"model.sure_tau: expected > 0, got {self.sure_tau}")
 
     def _validate_dual_unet(self) -> None:
         choices = {"dual_unet_output": ("complex", "magnitude", "sigmoid"),
