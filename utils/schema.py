@@ -129,7 +129,8 @@ class ModelConfig:
     ei_weight: weight of the equivariance loss. backbone: network of the baselines, ``unet`` (the unrolled UNet)
     or ``crnn`` (DDEI's CRNN, ``reconstruction/crnn.py``); crnn_cascades / crnn_channels: its cascades (2) and hidden
     channels (64). noise_sigma: std (per real number) of Gaussian noise added to the acquired k-space every training
-    step (DDEI's ``--noise``; 0 = none). sure_tau: Monte-Carlo step of the SURE losses (DDEI: 0.1). train_accelerations: R values of the training masks of the
+    step (DDEI's ``--noise``; 0 = none). sure_tau: Monte-Carlo step of the SURE losses (DDEI: 0.1).
+    train_accelerations: R values of the training masks of the
     baselines (supervised, ssdu, ei*); empty = the acquisition (``data.mask_kind`` at ``data.start_r``, seed 10).
     dual_unet_filters / dual_unet_levels: the dual-UNet's first-level channels (64 in its project) and levels (4).
     dual_unet_dropout / dual_unet_dropout_levels: UNet dropout rate (0.3) and the 0-based encoder levels it follows
