@@ -1,4 +1,4 @@
-"""Stage 1: the unrolled feature-learning network (FE-Net) and its self-supervised training step.
+"""Stage 1: the unrolled feature-learning network (FE-Net) and its self-supervised objective.
 
 Per unrolled iteration ``i`` there is one complex 2D+t UNet (its encoder gives the feature, its decoder the
 residual), a projector MLP, a non-negative step ``tau_i`` and a gradient-descent data-consistency layer:
@@ -13,6 +13,9 @@ residual), a projector MLP, a non-negative step ``tau_i`` and a gradient-descent
 The projector treats the pooled time frames as its batch: GlobalMaxPool over (x, y) of [re, im] → Dense 64 → BN →
 ReLU → Dense 64 → BN, so each example gives (T', 64) embeddings. The number of views is 2 for VICReg and 3 for the
 contrastive loss (two views of one subject + one negative subject).
+
+Training is :class:`utils.engine.Engine` with :class:`FeatureObjective` (the VICReg or contrastive loss of the
+embeddings of all views); the network holds no training state.
 """
 from __future__ import annotations
 
@@ -24,17 +27,10 @@ import tensorflow as tf
 from feature_learning.losses import NUM_VIEWS, get_feature_loss
 from utils.complex_layers import PACKAGE
 from utils.data_consistency import DCGD, Scalar
-from utils.distribute import replica_share
-from utils.mri import complex_scale
-from utils.recompute import recompute_complex
+from utils.engine import Objective, unpack_inputs
 from utils.unet import ComplexUNet2Dt
-from utils.nan_guard import apply_finite_gradients
+from utils.unrolled import DEFAULT_UNET, residual_update, run_iteration
 
-# The paper's UNet; the published FE-Net and SSFL-Recon were trained with optox's pooling gradient (README, "Training
-# as the original": model.pool_gradient).
-DEFAULT_UNET = dict(filters=12, num_levels=2, layers_per_level=1, kernel_size_2d=(1, 5, 5),
-                    kernel_size_t=(3, 1, 1), pool_size=(2, 2, 2), pool_gradient="optox")
-INPUT_KEYS = ("x", "y", "mask", "coil_maps")
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -75,25 +71,13 @@ class Projector(keras.layers.Layer):
         return {**super().get_config(), "units": self.units}
 
 
-def _unpack(inputs: Any) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-    if isinstance(inputs, dict):
-        missing = [k for k in INPUT_KEYS if k not in inputs]
-        if missing:
-            raise ValueError(f"inputs: missing keys {missing}; expected {list(INPUT_KEYS)}")
-        return tuple(inputs[k] for k in INPUT_KEYS)
-    if len(inputs) != 4:
-        raise ValueError(f"inputs: expected (x, y, mask, coil_maps), received {len(inputs)} tensors")
-    return tuple(inputs)
-
-
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class FeatureNet(keras.Model):
     """Unrolled feature-learning network.
 
     Args:
         num_iter: unrolled iterations (2 in the paper's experiments).
-        method: ``"vicreg"`` (2 views) or ``"contrastive"`` (3 views).
-        loss_variant: ``"original"`` (numerically identical to the published code) or ``"standard"``.
+        method: ``"vicreg"`` (2 views) or ``"contrastive"`` (3 views): the number of views :meth:`embed` takes.
         unet: keyword arguments of :class:`ComplexUNet2Dt` (defaults: filters 12, 2 levels, 1 layer per level,
             kernels (1,5,5) and (3,1,1), pooling (2,2,2)).
         projector_units: projector width.
@@ -104,10 +88,10 @@ class FeatureNet(keras.Model):
         **kwargs: passed to ``keras.Model``.
 
     Call (pred mode): ``model({"x", "y", "mask", "coil_maps"})`` → dict ``feature_0 … feature_{n-1}``, ``x_out``.
-    Training: ``model.fit`` on a dataset of ``{"views": [view_1, …]}`` dicts (see :meth:`train_step`).
+    Training: ``Engine(FeatureNet(...), FeatureObjective(method))`` on ``{"views": [view_1, …]}`` batches.
     """
 
-    def __init__(self, num_iter: int = 2, method: str = "vicreg", loss_variant: str = "original",
+    def __init__(self, num_iter: int = 2, method: str = "vicreg",
                  unet: dict | None = None, projector_units: int = 64, tau_init: float = 0.1,
                  dc_weight_init: float = 1.0, recompute: bool = False, **kwargs):
         super().__init__(**kwargs)
@@ -119,8 +103,6 @@ class FeatureNet(keras.Model):
         self.num_iter = int(num_iter)
         self.method = method
         self.num_views = NUM_VIEWS[method]
-        self.loss_variant = loss_variant
-        self.loss_fn = get_feature_loss(method, loss_variant)
         self.unet_config = {**DEFAULT_UNET, **(unet or {})}
         self.projector_units = int(projector_units)
         self.tau_init = float(tau_init)
@@ -129,7 +111,6 @@ class FeatureNet(keras.Model):
         self.projectors = [Projector(self.projector_units, name=f"projector_{i}") for i in range(self.num_iter)]
         self.taus = [Scalar(self.tau_init, name=f"tau_{i}") for i in range(self.num_iter)]
         self.dcs = [DCGD(self.dc_weight_init, name=f"dc_{i}") for i in range(self.num_iter)]
-        self.loss_tracker = keras.metrics.Mean(name="loss")
 
     @property
     def feature_channels(self) -> int:
@@ -152,8 +133,7 @@ class FeatureNet(keras.Model):
     def update(self, i: int, x, encoded, skips, paddings, y, mask, coil_maps):
         """Residual step of iteration ``i``: ``DC_i(x - tau_i * decode_i(...) / num_iter)``."""
         residual = self.unets[i].decode(encoded, skips, paddings)
-        x = x - complex_scale(self.taus[i](residual), 1.0 / self.num_iter)
-        return self.dcs[i](x, y, mask, coil_maps)
+        return residual_update(x, residual, self.taus[i], self.dcs[i], self.num_iter, y, mask, coil_maps)
 
     def extract(self, x, y, mask, coil_maps, with_image: bool = True) -> tuple[list[tf.Tensor], tf.Tensor | None]:
         """Pred mode: features of every iteration and, when ``with_image``, the final image."""
@@ -180,54 +160,23 @@ class FeatureNet(keras.Model):
                         return encoded, x
                     return encoded, self.update(i, x, encoded, skips, paddings, y, mask, coil_maps)
 
-                if self.recompute and training:
-                    iteration = recompute_complex(iteration)
-                encoded, images[j] = iteration(images[j])
+                encoded, images[j] = run_iteration(iteration, images[j], bool(self.recompute and training))
                 emb = self.projectors[i](encoded, training=training)
                 embeddings.append(tf.reshape(emb, [-1, self.projector_units]))
         return tf.stack(embeddings, axis=0)
 
     # ------------------------------------------------------------------------------------------ keras API
     def call(self, inputs, training=None):
-        x, y, mask, coil_maps = _unpack(inputs)
+        x, y, mask, coil_maps = unpack_inputs(inputs)
         features, x_out = self.extract(x, y, mask, coil_maps)
         out = {f"feature_{i}": f for i, f in enumerate(features)}
         out["x_out"] = x_out
         return out
 
-    def _views(self, data) -> list[tuple[tf.Tensor, ...]]:
-        if isinstance(data, (tuple, list)) and len(data) == 1:
-            data = data[0]
-        views = data["views"] if isinstance(data, dict) else data
-        return [_unpack(v) for v in views]
-
-    def compute_feature_loss(self, data, training: bool) -> tf.Tensor:
-        return self.loss_fn(self.embed(self._views(data), training=training))
-
-    def train_step(self, data):
-        with tf.GradientTape() as tape:
-            loss = self.compute_feature_loss(data, training=True)
-            scaled = self.optimizer.scale_loss(loss) if hasattr(self.optimizer, "scale_loss") else loss
-            scaled = replica_share(scaled)  # the optimizer sums the replicas' gradients
-        grads = tape.gradient(scaled, self.trainable_variables)
-        # In train mode the last iteration's decoder, tau and DC are not used (as in the original): no gradient.
-        apply_finite_gradients(self, zip(grads, self.trainable_variables), loss)  # NaN/Inf steps not applied
-        self.loss_tracker.update_state(loss)
-        return {"loss": self.loss_tracker.result()}
-
-    def test_step(self, data):
-        loss = self.compute_feature_loss(data, training=False)
-        self.loss_tracker.update_state(loss)
-        return {"loss": self.loss_tracker.result()}
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker]
-
     def get_config(self):
         return {
             **super().get_config(), "num_iter": self.num_iter, "method": self.method,
-            "loss_variant": self.loss_variant, "unet": self.unet_config, "projector_units": self.projector_units,
+            "unet": self.unet_config, "projector_units": self.projector_units,
             "tau_init": self.tau_init, "dc_weight_init": self.dc_weight_init, "recompute": self.recompute,
         }
 
@@ -265,3 +214,37 @@ class FeatureNet(keras.Model):
             if kind == "encoder" or idx < self.num_iter - 1:
                 names.append(key)
         return names
+
+
+class FeatureObjective(Objective):
+    """Stage 1's self-supervised objective: the feature loss of the embeddings of all views.
+
+    Args:
+        method: ``"vicreg"`` (2 views) or ``"contrastive"`` (3 views: two of one subject, one of another).
+        loss_variant: ``"original"`` (numerically identical to the published code) or ``"standard"``.
+
+    Batch: ``{"views": [view_1, …]}``, each view a dict ``{"x", "y", "mask", "coil_maps"}`` (or a 4-tuple)
+    (:func:`data_loader.pipelines.feature_dataset`). The network is a :class:`FeatureNet` of the same method.
+    """
+
+    def __init__(self, method: str = "vicreg", loss_variant: str = "original"):
+        if method not in NUM_VIEWS:
+            raise ValueError(f"method: expected one of {sorted(NUM_VIEWS)}, received {method!r}")
+        self.method = method
+        self.loss_variant = loss_variant
+        self.loss_fn = get_feature_loss(method, loss_variant)
+
+    @staticmethod
+    def views(batch: Any) -> list[tuple[tf.Tensor, ...]]:
+        views = batch["views"] if isinstance(batch, dict) else batch
+        return [unpack_inputs(v) for v in views]
+
+    def losses(self, network: FeatureNet, batch: Any, seed: tf.Tensor, training: bool) -> dict[str, tf.Tensor]:
+        # In train mode the last iteration's decoder, tau and DC are not used (as in the original): no gradient.
+        return {"loss": self.loss_fn(network.embed(self.views(batch), training=training))}
+
+    def infer(self, network: FeatureNet, inputs: Any, training: bool | None = None) -> dict[str, tf.Tensor]:
+        return network(inputs, training=training)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "method": self.method, "loss_variant": self.loss_variant}

@@ -1,25 +1,25 @@
-"""Baselines from related work: one unrolled network, several training algorithms.
+"""Baselines from related work: one unrolled network, several training objectives.
 
 Architecture (:class:`UnrolledNet`): the SSFL-Recon reconstruction network without FE features,
 ``num_iter`` iterations of ``x <- DC_i(x - tau_i * UNet_i(x) / num_iter)`` with the project's complex 2D+t UNet
 (:class:`utils.unet.ComplexUNet2Dt`), non-negative ``tau_i`` (init 0.1) and a data-consistency layer from
 :data:`DC_LAYERS` (gradient step ``DCGD`` as SSFL-Recon, or the CG proximal step ``DCPM``).
 
-Training algorithms are Keras models that own a network (any layer called as ``network(x, y, mask, coil_maps,
-training=...)``) and override ``train_step``/``test_step`` with ``keras.metrics.Mean`` trackers. Batches are dicts
+Training objectives (:class:`utils.engine.Objective`) turn a batch into losses for :class:`utils.engine.Engine`,
+which trains any network called as ``network(x, y, mask, coil_maps, training=...)``. Batches are dicts
 ``{"x", "y", "mask", "coil_maps", "reference"}`` of the acquired data (``data_loader.pipelines.acquired_dataset``);
-calling a trainer as ``model({"x", "y", "mask", "coil_maps"})`` reconstructs with all acquired data, so every
-trainer plugs into ``evaluation.evaluate.model_method``.
+calling an engine as ``engine({"x", "y", "mask", "coil_maps"})`` reconstructs with all acquired data, so every
+method plugs into ``evaluation.evaluate.model_method``.
 
-* :class:`SupervisedTrainer`: loss to the fully sampled reference, ``mean |x_hat - x_ref|^2`` (``"mse"``) or
+* :class:`SupervisedObjective`: loss to the fully sampled reference, ``mean |x_hat - x_ref|^2`` (``"mse"``) or
   ``mean |x_hat - x_ref|`` (``"l1"``).
-* :class:`SSDUTrainer` (Yaman et al., MRM 2020): per step the acquired points Omega are split into a disjoint
+* :class:`SSDUObjective` (Yaman et al., MRM 2020): per step the acquired points Omega are split into a disjoint
   data-consistency set Theta and loss set Lambda (:func:`ssdu_split`); the network sees ``y_Theta`` only and the loss
   is SSDU's normalised l1-l2 on the held-out k-space, ``||r||_2 / ||y_Lambda||_2 + ||r||_1 / ||y_Lambda||_1`` with
   ``r = A_Lambda x_hat - y_Lambda`` (norms over real and imaginary parts, as SSDU's real-valued tensors). SSDU
   defines rho = |Lambda| / |Omega| and uses 0.4; here ``split_ratio`` = |Theta| / |Omega| = 0.6 (deepinv's
   ``SplittingLoss`` convention, used by DDEI with 0.6), the same split. Test time uses all acquired data.
-* :class:`EITrainer` (Chen, Tachella & Davies, ICCV 2021; DDEI: Wang & Davies, ISBI 2025): measurement consistency
+* :class:`EIObjective` (Chen, Tachella & Davies, ICCV 2021; DDEI: Wang & Davies, ISBI 2025): measurement consistency
   ``mean |A x1 - y|^2`` with ``x1 = f(y)``, plus ``ei_weight`` times the equivariance loss ``mean |x3 - x2|^2`` with
   ``x2 = T(x1)`` for a random transform T (:mod:`reconstruction.transforms`) and ``x3 = f(A x2)`` re-sampled with the
   same mask and coil maps. Gradients flow through ``x2`` as in the EI paper and deepinv's ``EILoss``
@@ -33,13 +33,13 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from feature_learning.model import DEFAULT_UNET, _unpack
 from reconstruction.transforms import TRANSFORMS, make_transform
 from utils import mri
 from utils.complex_layers import PACKAGE
 from utils.data_consistency import DCGD, DCPM, Scalar
+from utils.engine import Objective
 from utils.unet import ComplexUNet2Dt
-from utils.nan_guard import apply_finite_gradients
+from utils.unrolled import DEFAULT_UNET, residual_update, run_iteration
 
 DC_LAYERS = {"gd": DCGD, "pm": DCPM}
 SUPERVISED_LOSSES = ("mse", "l1")
@@ -48,7 +48,7 @@ SSDU_SELECTIONS = ("uniform", "gaussian")
 
 # ------------------------------------------------------------------------------------------- network
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class UnrolledNet(keras.layers.Layer):
+class UnrolledNet(keras.Model):
     """Unrolled reconstruction: ``num_iter`` times ``x <- DC_i(x - tau_i * UNet_i(x) / num_iter)``.
 
     Args:
@@ -57,14 +57,15 @@ class UnrolledNet(keras.layers.Layer):
         dc: data-consistency layer, a key of :data:`DC_LAYERS` (``"gd"``: gradient step, as SSFL-Recon).
         tau_init: initial ``tau``.
         dc_weight_init: initial DC weight.
-        **kwargs: passed to ``keras.layers.Layer``.
+        recompute: gradient checkpointing of each iteration in training (:func:`utils.unrolled.run_iteration`).
+        **kwargs: passed to ``keras.Model``.
 
     Call: ``net(x, y, mask, coil_maps)`` with x (B,T,X,Y,1) complex64, y (B,T,X,Y,C), mask (B,T,1,Y,1), coil maps
     (B,1,X,Y,C) → (B,T,X,Y,1) complex64.
     """
 
     def __init__(self, num_iter: int = 2, unet: dict | None = None, dc: str = "gd", tau_init: float = 0.1,
-                 dc_weight_init: float = 1.0, **kwargs):
+                 dc_weight_init: float = 1.0, recompute: bool = False, **kwargs):
         super().__init__(**kwargs)
         if int(num_iter) < 1:
             raise ValueError(f"num_iter: expected >= 1, received {num_iter!r}")
@@ -76,6 +77,7 @@ class UnrolledNet(keras.layers.Layer):
         self.dc = dc
         self.tau_init = float(tau_init)
         self.dc_weight_init = float(dc_weight_init)
+        self.recompute = bool(recompute)
         self.unets = [ComplexUNet2Dt(**self.unet_config, name=f"unet_{i}") for i in range(self.num_iter)]
         self.taus = [Scalar(self.tau_init, name=f"tau_{i}") for i in range(self.num_iter)]
         self.dcs = [DC_LAYERS[dc](self.dc_weight_init, name=f"dc_{i}") for i in range(self.num_iter)]
@@ -90,13 +92,15 @@ class UnrolledNet(keras.layers.Layer):
     def call(self, x, y, mask, coil_maps, training=None):
         mri.check_operator_inputs(image=x, kspace=y, mask=mask, coil_maps=coil_maps)
         for unet, tau, dc in zip(self.unets, self.taus, self.dcs):
-            x = x - mri.complex_scale(tau(unet(x)), 1.0 / self.num_iter)
-            x = dc(x, y, mask, coil_maps)
+            def iteration(x, unet=unet, tau=tau, dc=dc):
+                return residual_update(x, unet(x), tau, dc, self.num_iter, y, mask, coil_maps)
+
+            x = run_iteration(iteration, x, bool(self.recompute and training))
         return x
 
     def get_config(self):
         return {**super().get_config(), "num_iter": self.num_iter, "unet": self.unet_config, "dc": self.dc,
-                "tau_init": self.tau_init, "dc_weight_init": self.dc_weight_init}
+                "tau_init": self.tau_init, "dc_weight_init": self.dc_weight_init, "recompute": self.recompute}
 
 
 # ------------------------------------------------------------------------------------------- losses
@@ -194,142 +198,50 @@ def measurement_consistency_loss(recon, kspace, mask, coil_maps) -> tf.Tensor:
     return tf.reduce_mean(mri.abs2(mri.forward(recon, mask, coil_maps) - mri.apply_mask(kspace, mask)))
 
 
-# ------------------------------------------------------------------------------------------- trainers
-class ReconTrainer(keras.Model):
-    """Base of the training algorithms: owns ``network`` and the seed of its random draws; subclasses define
-    :meth:`compute_losses` returning ``{"loss": total, ...}`` with the names in ``loss_names``.
-
-    Args:
-        network: the reconstruction network (``network(x, y, mask, coil_maps, training=...)``).
-        seed: seed of the per-step random draws (mask splits, transforms); the draws of a training step are keyed by
-            ``(seed, optimizer iterations)``, so a resumed run (optimizer state restored) draws what it would have.
-        **kwargs: passed to ``keras.Model``.
-    """
-
-    loss_names: tuple[str, ...] = ("loss",)
-
-    def __init__(self, network: keras.layers.Layer, seed: int = 0, **kwargs):
-        super().__init__(**kwargs)
-        self.network = network
-        self.seed = int(seed)
-        self.trackers = [keras.metrics.Mean(name=n) for n in self.loss_names]
-
-    def build_all(self) -> None:
-        self.network.build(None)
-        self.built = True
-
-    def build(self, input_shape=None):
-        self.build_all()
-
-    def call(self, inputs, training=None):
-        x, y, mask, coil_maps = _unpack(inputs)
-        return self.network(x, y, mask, coil_maps, training=training)
-
-    @staticmethod
-    def _batch(data) -> dict:
-        if isinstance(data, (tuple, list)) and len(data) == 1:
-            data = data[0]
-        return data
-
-    def reconstruct(self, x, y, mask, coil_maps, training=None) -> tf.Tensor:
-        return self.network(x, y, mask, coil_maps, training=training)
-
-    def step_seed(self, training: bool) -> tf.Tensor:
-        """(2,) int64 stateless seed of this step's random draws: ``(seed, optimizer iterations)`` in training, a
-        fixed one otherwise (validation losses comparable between epochs)."""
-        optimizer = getattr(self, "optimizer", None)
-        step = optimizer.iterations if (training and optimizer is not None) else -1
-        return tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64)])
-
-    def compute_losses(self, data: dict, training: bool) -> dict[str, tf.Tensor]:
-        raise NotImplementedError
-
-    def train_step(self, data):
-        data = self._batch(data)
-        with tf.GradientTape() as tape:
-            losses = self.compute_losses(data, training=True)
-        variables = self.trainable_variables
-        grads = tape.gradient(losses["loss"], variables)
-        pairs = self.adjust_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
-        apply_finite_gradients(self, pairs, losses["loss"])  # NaN/Inf steps are not applied
-        return self._track(losses)
-
-    def adjust_gradients(self, pairs: list) -> list:
-        """(gradient, variable) pairs before they are applied; subclasses add e.g. weight decay."""
-        return pairs
-
-    def test_step(self, data):
-        return self._track(self.compute_losses(self._batch(data), training=False))
-
-    def _track(self, losses: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        for tracker in self.trackers:
-            tracker.update_state(losses[tracker.name])
-        return {t.name: t.result() for t in self.trackers}
-
-    @property
-    def metrics(self):
-        return list(self.trackers)
-
-    def get_config(self):
-        return {**super().get_config(), "network": keras.saving.serialize_keras_object(self.network),
-                "seed": self.seed}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["network"] = keras.saving.deserialize_keras_object(config["network"])
-        return cls(**config)
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class SupervisedTrainer(ReconTrainer):
+# ----------------------------------------------------------------------------------------- objectives
+class SupervisedObjective(Objective):
     """Supervised training to the fully sampled reference (the oracle; also the dual-UNet's training).
 
     Args:
-        network: reconstruction network.
         loss: ``"mse"`` or ``"l1"`` (:func:`supervised_loss`).
     """
 
-    def __init__(self, network, loss: str = "mse", **kwargs):
+    def __init__(self, loss: str = "mse"):
         if loss not in SUPERVISED_LOSSES:
             raise ValueError(f"loss: expected one of {SUPERVISED_LOSSES}, received {loss!r}")
-        super().__init__(network, **kwargs)
         self.loss_kind = loss
 
-    def compute_losses(self, data, training):
-        recon = self.reconstruct(data["x"], data["y"], data["mask"], data["coil_maps"], training=training)
-        return {"loss": supervised_loss(recon, data["reference"], self.loss_kind)}
+    def losses(self, network, batch, seed, training):
+        recon = network(batch["x"], batch["y"], batch["mask"], batch["coil_maps"], training=training)
+        return {"loss": supervised_loss(recon, batch["reference"], self.loss_kind)}
 
     def get_config(self):
         return {**super().get_config(), "loss": self.loss_kind}
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class SSDUTrainer(ReconTrainer):
+class SSDUObjective(Objective):
     """SSDU: k-space splitting into a DC part and a held-out loss part, drawn anew every step.
 
     Args:
-        network: reconstruction network.
         split_ratio, selection, center_lines, std_scale: see :func:`ssdu_split`.
     """
 
     loss_names = ("loss", "held_out_fraction")
 
-    def __init__(self, network, split_ratio: float = 0.6, selection: str = "gaussian", center_lines: int = 4,
-                 std_scale: float = 4.0, **kwargs):
+    def __init__(self, split_ratio: float = 0.6, selection: str = "gaussian", center_lines: int = 4,
+                 std_scale: float = 4.0):
         ssdu_split(tf.ones([1, 1, 1, 8, 1]), [0, 0], split_ratio, selection, center_lines, std_scale)  # validates
-        super().__init__(network, **kwargs)
         self.split_ratio = float(split_ratio)
         self.selection = selection
         self.center_lines = int(center_lines)
         self.std_scale = float(std_scale)
 
-    def compute_losses(self, data, training):
-        y, mask, maps = data["y"], data["mask"], data["coil_maps"]
-        dc_mask, loss_mask = ssdu_split(mask, self.step_seed(training), self.split_ratio, self.selection,
-                                        self.center_lines, self.std_scale)
+    def losses(self, network, batch, seed, training):
+        y, mask, maps = batch["y"], batch["mask"], batch["coil_maps"]
+        dc_mask, loss_mask = ssdu_split(mask, seed, self.split_ratio, self.selection, self.center_lines,
+                                        self.std_scale)
         y_dc = mri.apply_mask(y, dc_mask)
-        recon = self.reconstruct(mri.adjoint(y_dc, dc_mask, maps), y_dc, dc_mask, maps, training=training)
+        recon = network(mri.adjoint(y_dc, dc_mask, maps), y_dc, dc_mask, maps, training=training)
         held_out = tf.reduce_sum(loss_mask) / tf.maximum(tf.reduce_sum(tf.cast(mask, tf.float32)), 1.0)
         return {"loss": ssdu_loss(recon, y, loss_mask, maps), "held_out_fraction": held_out}
 
@@ -338,35 +250,32 @@ class SSDUTrainer(ReconTrainer):
                 "center_lines": self.center_lines, "std_scale": self.std_scale}
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class EITrainer(ReconTrainer):
+class EIObjective(Objective):
     """Equivariant imaging: measurement consistency + ``ei_weight`` x equivariance under random transforms.
 
     Args:
-        network: reconstruction network.
         transform: a key of :data:`reconstruction.transforms.TRANSFORMS` (``rotate`` for EI-R, ``ddei`` for DDEI).
         ei_weight: weight of the equivariance loss (1, deepinv's default).
     """
 
     loss_names = ("loss", "mc_loss", "ei_loss")
 
-    def __init__(self, network, transform: str = "ddei", ei_weight: float = 1.0, **kwargs):
+    def __init__(self, transform: str = "ddei", ei_weight: float = 1.0):
         if transform not in TRANSFORMS:
             raise ValueError(f"transform: expected one of {list(TRANSFORMS)}, received {transform!r}")
         if not (math.isfinite(float(ei_weight)) and float(ei_weight) >= 0):
             raise ValueError(f"ei_weight: expected a non-negative number, received {ei_weight!r}")
-        super().__init__(network, **kwargs)
         self.transform_name = transform
         self.transform = make_transform(transform)
         self.ei_weight = float(ei_weight)
 
-    def compute_losses(self, data, training):
-        x, y, mask, maps = data["x"], data["y"], data["mask"], data["coil_maps"]
-        x1 = self.reconstruct(x, y, mask, maps, training=training)
+    def losses(self, network, batch, seed, training):
+        x, y, mask, maps = batch["x"], batch["y"], batch["mask"], batch["coil_maps"]
+        x1 = network(x, y, mask, maps, training=training)
         mc = measurement_consistency_loss(x1, y, mask, maps)
-        x2 = self.transform(x1, self.step_seed(training))
+        x2 = self.transform(x1, seed)
         y2 = mri.forward(x2, mask, maps)
-        x3 = self.reconstruct(mri.adjoint(y2, mask, maps), y2, mask, maps, training=training)
+        x3 = network(mri.adjoint(y2, mask, maps), y2, mask, maps, training=training)
         ei = tf.reduce_mean(mri.abs2(x3 - x2))
         return {"loss": mc + self.ei_weight * ei, "mc_loss": mc, "ei_loss": ei}
 

@@ -53,7 +53,7 @@ of that complex output (loss against the magnitude reference, as the project). T
 so the network is built for a fixed number of frames.
 
 Also here: the project's learning-rate schedule (:class:`WarmupCosine`), its coupled weight decay and
-magnitude loss (:class:`DualUNetTrainer`), and its PSNR (peak 1) and SSIM (:func:`project_psnr`,
+magnitude loss (:class:`DualUNetObjective`), and its PSNR (peak 1) and SSIM (:func:`project_psnr`,
 :func:`project_ssim`).
 """
 from __future__ import annotations
@@ -64,7 +64,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from reconstruction.baselines import SupervisedTrainer, supervised_loss
+from reconstruction.baselines import SupervisedObjective, supervised_loss
 from utils import mri
 from utils.complex_layers import PACKAGE
 from utils.data_consistency import DCGD
@@ -321,7 +321,7 @@ class TemporalResNet3D(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class DualUNetResNet(keras.layers.Layer):
+class DualUNetResNet(keras.Model):
     """Dual 2D UNets (real and imaginary part, frames as channels) + ResNet fusion.
 
     Args:
@@ -486,55 +486,48 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
                 "start_factor": self.start_factor}
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class DualUNetTrainer(SupervisedTrainer):
+class DualUNetObjective(SupervisedObjective):
     """Supervised training of :class:`DualUNetResNet` with the project's recipe as options.
 
     Args:
-        network: the dual-UNet.
         loss: ``"mse"`` or ``"l1"``; against the magnitude reference when the network outputs magnitudes.
         weight_decay: PyTorch ``Adam(weight_decay=...)``: ``weight_decay x w`` added to every gradient (coupled L2,
             all trainable weights; not AdamW). 0: none.
-        lr_schedule: ``"constant"`` or ``"warmup-cosine"`` (:class:`WarmupCosine` over ``total_steps``); applied
-            when the trainer is compiled, from the compiled optimizer's learning rate.
+        lr_schedule: ``"constant"`` or ``"warmup-cosine"`` (:class:`WarmupCosine` over ``total_steps``); the engine
+            applies it when compiled, from the compiled optimizer's learning rate (:meth:`learning_rate`).
         total_steps: optimizer steps of the run (needed by ``warmup-cosine``).
-        **kwargs: :class:`SupervisedTrainer` / ``ReconTrainer`` arguments (``seed``, ``name``).
     """
 
-    def __init__(self, network, loss: str = "mse", weight_decay: float = 0.0, lr_schedule: str = "constant",
-                 total_steps: int = 0, **kwargs):
+    def __init__(self, loss: str = "mse", weight_decay: float = 0.0, lr_schedule: str = "constant",
+                 total_steps: int = 0):
         if not (math.isfinite(float(weight_decay)) and float(weight_decay) >= 0):
             raise ValueError(f"weight_decay: expected a number >= 0, received {weight_decay!r}")
         _check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
         if lr_schedule == "warmup-cosine" and int(total_steps) < 1:
             raise ValueError("lr_schedule 'warmup-cosine' needs total_steps >= 1 (the optimizer steps of the run)")
-        super().__init__(network, loss=loss, **kwargs)
+        super().__init__(loss=loss)
         self.weight_decay = float(weight_decay)
         self.lr_schedule = lr_schedule
         self.total_steps = int(total_steps)
 
-    def compile(self, optimizer="adam", **kwargs):
+    def learning_rate(self, peak: float):
         if self.lr_schedule == "warmup-cosine":
-            optimizer = keras.optimizers.get(optimizer)
-            peak = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-            config = optimizer.get_config()
-            config["learning_rate"] = WarmupCosine(peak, self.total_steps)
-            optimizer = type(optimizer).from_config(config)
-        super().compile(optimizer=optimizer, **kwargs)
+            return WarmupCosine(peak, self.total_steps)
+        return peak
 
-    def compute_losses(self, data, training):
-        recon = self.reconstruct(data["x"], data["y"], data["mask"], data["coil_maps"], training=training)
-        reference = data["reference"]
-        if getattr(self.network, "output_is_magnitude", False):
+    def losses(self, network, batch, seed, training):
+        recon = network(batch["x"], batch["y"], batch["mask"], batch["coil_maps"], training=training)
+        reference = batch["reference"]
+        if getattr(network, "output_is_magnitude", False):
             magnitude = tf.abs(tf.cast(reference, tf.complex64))
             reference = tf.complex(magnitude, tf.zeros_like(magnitude))
         return {"loss": supervised_loss(recon, reference, self.loss_kind)}
 
-    def adjust_gradients(self, pairs: list) -> list:
+    def adjust_gradients(self, grads, variables, optimizer):
         # PyTorch Adam's coupled L2 weight decay: the decay term joins the gradient before Adam's moments
         if not self.weight_decay:
-            return pairs
-        return [(g + self.weight_decay * v, v) for g, v in pairs]
+            return list(grads)
+        return [None if g is None else g + self.weight_decay * v for g, v in zip(grads, variables)]
 
     def get_config(self):
         return {**super().get_config(), "weight_decay": self.weight_decay, "lr_schedule": self.lr_schedule,

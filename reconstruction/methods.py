@@ -1,14 +1,16 @@
-"""Reconstruction methods by name, their training, and the side-by-side benchmark (``ssfl-recon benchmark-methods``).
+"""Reconstruction methods by name: a network, an objective and the training data each needs.
 
-:data:`METHODS` maps ``model.method`` to a builder ``cfg -> keras.Model`` and the training data it needs:
+Every method trains in the one engine (:class:`utils.engine.Engine`), so distribution, mixed precision,
+recompute, the NaN guard, checkpoints and exact resume work the same for all. :data:`METHODS` maps
+``model.method`` to a :class:`Method` row:
 
-| method | network | training | training data |
+| method | network | objective | training data |
 |---|---|---|---|
-| ``ssfl-recon`` | SSFL-Recon (frozen FE features) | ``SSFLRecon.train_step`` | two re-undersampled views |
-| ``supervised`` | ``UnrolledNet`` | ``SupervisedTrainer`` | acquisition + reference |
-| ``ssdu`` | ``UnrolledNet`` | ``SSDUTrainer`` | acquisition |
-| ``ei`` / ``ei-r`` / ``ddei`` | ``UnrolledNet`` | ``EITrainer`` (``ei_transform`` / rotate / ddei) | acquisition |
-| ``dual-unet`` | ``DualUNetResNet`` | ``DualUNetTrainer`` (supervised) | own vd-random masks + reference |
+| ``ssfl-recon`` | ``SSFLRecon`` (frozen FE features) | ``SSFLObjective`` | two re-undersampled views |
+| ``supervised`` | ``UnrolledNet`` | ``SupervisedObjective`` | acquisition + reference |
+| ``ssdu`` | ``UnrolledNet`` | ``SSDUObjective`` | acquisition |
+| ``ei`` / ``ei-r`` / ``ddei`` | ``UnrolledNet`` | ``EIObjective`` (``ei_transform`` / rotate / ddei) | acquisition |
+| ``dual-unet`` | ``DualUNetResNet`` | ``DualUNetObjective`` (supervised) | own vd-random masks + reference |
 
 "Acquisition" is :func:`data_loader.pipelines.acquired_dataset`: the base mask of SSFL-Recon's pipeline
 (``data.mask_kind`` at ``data.start_r``, seed 10), or masks at ``model.train_accelerations``. The dual-UNet trains,
@@ -17,112 +19,93 @@ lines of a frame for small images), a different mask per frame (``model.dual_une
 and epoch, or one fixed mask for the whole data set as the project), and its input is the coil-combined
 zero-filled image ``A^H y`` (one complex channel: the single-coil view of the data).
 
-Benchmark (:func:`run_benchmark`): every trained method gets the same number of optimizer steps
-(``train.epochs x train.steps_per_epoch``) on the same training subjects, batch size and learning rate; SSFL-Recon
-additionally trains its stage-1 FE-Net (``benchmark.fe_steps``, by default the same budget again) unless
-``benchmark.pretrained_fe_vicreg`` / ``pretrained_fe_contrastive`` name FE weights; its reported training time is the
-sum of both stages. Evaluation: held-out subjects (``benchmark.eval_split``) at ``benchmark.accelerations`` with
-VISTA masks and at ``benchmark.gaussian_accelerations`` with CMRxRecon-style time-varying Gaussian masks.
+Adding a method is one :class:`utils.engine.Objective` and one row here (README, "Adding a method").
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
-import json
-import logging
-import math
-import time
-from evaluation.figures import save_loss_curves
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Callable
 
 import keras
-import numpy as np
 
-from reconstruction.baselines import EITrainer, SSDUTrainer, SupervisedTrainer, UnrolledNet, count_params
-from evaluation.evaluate import format_mean_std, summary_rows
-from reconstruction.dual_unet import DualUNetResNet, DualUNetTrainer
-from utils.config import ConfigError, apply_overrides, from_dict, load_config, save_config, to_dict
-from utils.io import atomic_write_text
+from data_loader import pipelines
+from reconstruction.baselines import EIObjective, SSDUObjective, SupervisedObjective, UnrolledNet
+from reconstruction.dual_unet import DualUNetObjective, DualUNetResNet
+from reconstruction.model import SSFLObjective, SSFLRecon
+from utils.complex_layers import require_conv_dtype
+from utils.engine import Engine, Objective
 from utils.schema import ExperimentConfig
-
-log = logging.getLogger(__name__)
+from utils.training import steps_for
 
 # the dual-UNet project's training masks
 DUAL_UNET_ACCELERATION = 5.0
 DUAL_UNET_CENTER_LINES = 11
 
 
-# ------------------------------------------------------------------------------------------- builders
-def _unrolled(cfg: ExperimentConfig) -> UnrolledNet:
-    # the baselines train with the true gradient of the max-pooling (model.pool_gradient is for FE-Net/SSFL-Recon)
-    return UnrolledNet(cfg.model.num_iter, unet={**cfg.model.unet_kwargs(), "pool_gradient": "complex"},
-                       name="unrolled_net")
-
-
-def _build_ssfl(cfg: ExperimentConfig) -> keras.Model:
-    from reconstruction.train import build_recon_model
-
-    return build_recon_model(cfg)
-
-
-def _build_supervised(cfg: ExperimentConfig) -> keras.Model:
-    return SupervisedTrainer(_unrolled(cfg), loss=cfg.model.supervised_loss, seed=cfg.train.seed, name="supervised")
-
-
-def _build_ssdu(cfg: ExperimentConfig) -> keras.Model:
+# ------------------------------------------------------------------------------------------- networks
+def ssfl_network(cfg: ExperimentConfig) -> SSFLRecon:
     m = cfg.model
-    return SSDUTrainer(_unrolled(cfg), split_ratio=m.ssdu_split_ratio, selection=m.ssdu_split,
-                       center_lines=m.ssdu_center_lines, seed=cfg.train.seed, name="ssdu")
+    return SSFLRecon(m.num_iter, m.feature_method, unet=m.unet_kwargs(cfg.train.mixed_precision),
+                     recompute=cfg.train.recompute, name="ssfl_recon")
 
 
-def _ei_builder(transform: str | None) -> Callable[[ExperimentConfig], keras.Model]:
-    def build(cfg: ExperimentConfig) -> keras.Model:
-        return EITrainer(_unrolled(cfg), transform=transform or cfg.model.ei_transform, ei_weight=cfg.model.ei_weight,
-                         seed=cfg.train.seed, name="ei")
+def unrolled_network(cfg: ExperimentConfig) -> UnrolledNet:
+    """The SSFL-Recon reconstruction network without FE features; the baselines train with the true gradient of
+    the max-pooling (``model.pool_gradient`` is for FE-Net/SSFL-Recon)."""
+    unet = {**cfg.model.unet_kwargs(cfg.train.mixed_precision), "pool_gradient": "complex"}
+    return UnrolledNet(cfg.model.num_iter, unet=unet, recompute=cfg.train.recompute, name="unrolled_net")
 
-    return build
 
-
-def _build_dual_unet(cfg: ExperimentConfig) -> keras.Model:
+def dual_unet_network(cfg: ExperimentConfig) -> DualUNetResNet:
     m = cfg.model
-    network = DualUNetResNet(int(cfg.data.size[0]), filters=m.dual_unet_filters, num_levels=m.dual_unet_levels,
-                             dropout=m.dual_unet_dropout, dropout_levels=m.dual_unet_dropout_levels,
-                             output_mode=m.dual_unet_output, variant=m.dual_unet_variant,
-                             data_consistency=m.dual_unet_dc, name="dual_unet")
+    return DualUNetResNet(int(cfg.data.size[0]), filters=m.dual_unet_filters, num_levels=m.dual_unet_levels,
+                          dropout=m.dual_unet_dropout, dropout_levels=m.dual_unet_dropout_levels,
+                          output_mode=m.dual_unet_output, variant=m.dual_unet_variant,
+                          data_consistency=m.dual_unet_dc, name="dual_unet")
+
+
+# ------------------------------------------------------------------------------------------ objectives
+def dual_unet_objective(cfg: ExperimentConfig) -> DualUNetObjective:
+    m = cfg.model
     total_steps = 0
     if m.dual_unet_lr_schedule != "constant":
-        from data_loader import pipelines
-        from feature_learning.train import steps_for
-
         if not cfg.train.steps_per_epoch:
             pipelines.ensure_synthetic_data(cfg.data)
         per_epoch = cfg.train.steps_per_epoch or steps_for(cfg, pipelines.num_examples(cfg.data, "train"))
         total_steps = per_epoch * cfg.train.epochs
-    return DualUNetTrainer(network, loss=m.supervised_loss, weight_decay=m.dual_unet_weight_decay,
-                           lr_schedule=m.dual_unet_lr_schedule, total_steps=total_steps, seed=cfg.train.seed,
-                           name="dual_unet_trainer")
+    return DualUNetObjective(loss=m.supervised_loss, weight_decay=m.dual_unet_weight_decay,
+                             lr_schedule=m.dual_unet_lr_schedule, total_steps=total_steps)
+
+
+def ei_objective(transform: str | None) -> Callable[[ExperimentConfig], Objective]:
+    def build(cfg: ExperimentConfig) -> Objective:
+        return EIObjective(transform=transform or cfg.model.ei_transform, ei_weight=cfg.model.ei_weight)
+
+    return build
 
 
 @dataclass(frozen=True)
 class Method:
-    """A trainable method: ``build(cfg)`` returns the (built) Keras model; ``data`` names its training data
-    (``views``: SSFL-Recon's re-undersampled pairs, ``acquired``: acquisition + reference, ``dual-unet``: the
-    dual-UNet's own masks + reference)."""
+    """A trainable method: ``network(cfg)`` and ``objective(cfg)`` build its parts; ``data`` names its training
+    data (``views``: SSFL-Recon's re-undersampled pairs, ``acquired``: acquisition + reference, ``dual-unet``: the
+    dual-UNet's own masks + reference); ``views`` is the number of network passes per step (thread pools)."""
 
-    build: Callable[[ExperimentConfig], keras.Model]
+    network: Callable[[ExperimentConfig], keras.Model]
+    objective: Callable[[ExperimentConfig], Objective]
     data: str
+    views: int = 1
 
 
 METHODS: dict[str, Method] = {
-    "ssfl-recon": Method(_build_ssfl, "views"),
-    "supervised": Method(_build_supervised, "acquired"),
-    "ssdu": Method(_build_ssdu, "acquired"),
-    "ei": Method(_ei_builder(None), "acquired"),
-    "ei-r": Method(_ei_builder("rotate"), "acquired"),
-    "ddei": Method(_ei_builder("ddei"), "acquired"),
-    "dual-unet": Method(_build_dual_unet, "dual-unet"),
+    "ssfl-recon": Method(ssfl_network, lambda cfg: SSFLObjective(cfg.model.recon_loss), "views", views=2),
+    "supervised": Method(unrolled_network, lambda cfg: SupervisedObjective(cfg.model.supervised_loss), "acquired"),
+    "ssdu": Method(unrolled_network, lambda cfg: SSDUObjective(
+        cfg.model.ssdu_split_ratio, cfg.model.ssdu_split, cfg.model.ssdu_center_lines), "acquired"),
+    "ei": Method(unrolled_network, ei_objective(None), "acquired"),
+    "ei-r": Method(unrolled_network, ei_objective("rotate"), "acquired"),
+    "ddei": Method(unrolled_network, ei_objective("ddei"), "acquired"),
+    "dual-unet": Method(dual_unet_network, dual_unet_objective, "dual-unet"),
 }
 
 
@@ -132,18 +115,19 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def build_method_model(cfg: ExperimentConfig) -> keras.Model:
-    """The model of ``cfg.model.method`` with all weights created (ready for ``load_weights``)."""
-    model = get_method(cfg.model.method).build(cfg)
-    if not model.built:
-        model.build_all()
-    return model
+def build_method_model(cfg: ExperimentConfig) -> Engine:
+    """The engine of ``cfg.model.method`` (network + objective) with all weights created (ready for loading)."""
+    method = get_method(cfg.model.method)
+    require_conv_dtype(cfg.train.mixed_precision)
+    engine = Engine(method.network(cfg), method.objective(cfg), seed=cfg.train.seed,
+                    name=cfg.model.method.replace("-", "_"))
+    engine.build_all()
+    return engine
 
 
 def method_dataset(cfg: ExperimentConfig, split: str, seed: int):
-    """Training/validation stream of ``cfg.model.method`` (see :class:`Method`)."""
-    from data_loader import pipelines
-
+    """Training/validation stream of ``cfg.model.method`` (see :class:`Method`), ``train.batch_size`` examples per
+    replica in training, 1 in validation."""
     kind = get_method(cfg.model.method).data
     batch = cfg.train.batch_size if split == "train" else 1
     if kind == "views":
@@ -157,293 +141,3 @@ def method_dataset(cfg: ExperimentConfig, split: str, seed: int):
                                           accelerations=[DUAL_UNET_ACCELERATION], num_center=DUAL_UNET_CENTER_LINES)
     return pipelines.acquired_dataset(cfg.data, split, seed=seed, batch_size=batch,
                                       accelerations=cfg.model.train_accelerations or None)
-
-
-def train_method(cfg: ExperimentConfig, resume: str | None = None, verbose="auto") -> Path:
-    """Trains a baseline (``model.method`` other than ``ssfl-recon``) as configured; returns the run folder."""
-    from data_loader import pipelines
-    from feature_learning.train import start_run, start_runtime, steps_for
-    from utils.training import fit
-
-    if cfg.stage != "recon":
-        raise ValueError(f"config stage is {cfg.stage!r}; train-recon needs stage: recon")
-    if cfg.model.method == "ssfl-recon":
-        raise ValueError("train_method trains the baselines; SSFL-Recon is trained by reconstruction.train")
-    unsupported = [f"train.{key}={value!r}" for key, value, default in (
-        ("distribute", cfg.train.distribute, "none"), ("recompute", cfg.train.recompute, False),
-        ("mixed_precision", cfg.train.mixed_precision, "none")) if value != default]
-    if unsupported:
-        raise ValueError(f"model.method={cfg.model.method!r}: {', '.join(unsupported)} is implemented for the "
-                         "SSFL-Recon stages only; the baselines train on one device in float32 without recompute")
-    start_runtime(cfg, views=1)  # one network pass after another: threads auto keeps TF's defaults
-    model = build_method_model(cfg)
-    run_dir, initial_epoch = start_run(cfg, model, resume)
-    if initial_epoch is None:
-        return run_dir
-    pipelines.ensure_synthetic_data(cfg.data)
-    def train_ds(position: int):  # a resumed run starts the stream where its checkpoint left it
-        return method_dataset(cfg, "train", cfg.train.seed).skip(position)
-
-    val_ds = method_dataset(cfg, "val", cfg.train.seed + 1) if cfg.train.val_steps else None
-    steps = steps_for(cfg, pipelines.num_examples(cfg.data, "train"))
-    log.info("%s: %d epochs x %d steps, %d trainable parameters, run folder %s", cfg.model.method, cfg.train.epochs,
-             steps, count_params(model.trainable_weights), run_dir)
-    start = time.time()
-    fit(model, train_ds, cfg.train.epochs, steps, run_dir, initial_epoch=initial_epoch, val_ds=val_ds,
-        val_steps=cfg.train.val_steps, verbose=verbose, max_minutes=cfg.train.max_minutes,
-        log_seconds=cfg.train.log_seconds, label=cfg.model.method,
-        checkpoint_every_steps=cfg.train.checkpoint_every_steps, on_nan=cfg.train.on_nan,
-        plot_loss=save_loss_curves)
-    log.info("%s finished in %.1f s", cfg.model.method, time.time() - start)
-    return run_dir
-
-
-# ------------------------------------------------------------------------------------------- benchmark
-CLASSICAL = ("zero-filled", "cg-sense")
-# benchmark name -> (model.method, model.feature_method or None)
-TRAINED = {
-    "supervised": ("supervised", None),
-    "ssdu": ("ssdu", None),
-    "ei": ("ei", None),
-    "ei-r": ("ei-r", None),
-    "ddei": ("ddei", None),
-    "dual-unet": ("dual-unet", None),
-    "ssfl-vicreg": ("ssfl-recon", "vicreg"),
-    "ssfl-contrastive": ("ssfl-recon", "contrastive"),
-}
-BENCHMARK_METHODS = (*CLASSICAL, *TRAINED)
-
-
-@dataclass
-class BenchmarkSection:
-    """The ``benchmark:`` section of a benchmark config.
-
-    methods: names from :data:`BENCHMARK_METHODS` (``zero-filled`` is always evaluated: the figures need it).
-    accelerations: R of the VISTA evaluation masks. gaussian_accelerations: R of the CMRxRecon-style time-varying
-    Gaussian masks (empty: none). eval_split: held-out split. eval_seed: seed of the evaluation masks.
-    max_cases: evaluate only the first this many cases (0: all). figure_acceleration / figure_frame: VISTA R and
-    frame of the method grid. fe_steps: stage-1 steps of SSFL-Recon (-1: the same budget as every method, 0: none,
-    which needs pretrained FE weights). pretrained_fe_vicreg / pretrained_fe_contrastive: FE weights to use instead
-    of training stage 1. overrides: per benchmark method, ``--set``-style ``section.key=value`` strings.
-    """
-
-    methods: list[str] = field(default_factory=lambda: list(BENCHMARK_METHODS))
-    accelerations: list[float] = field(default_factory=lambda: [4.0, 8.0, 12.0, 16.0])
-    gaussian_accelerations: list[float] = field(default_factory=lambda: [4.0, 8.0, 16.0])
-    eval_split: str = "test"
-    eval_seed: int = 1234
-    max_cases: int = 0
-    figure_acceleration: float = 8.0
-    figure_frame: int = 0
-    fe_steps: int = -1
-    pretrained_fe_vicreg: str = ""
-    pretrained_fe_contrastive: str = ""
-    overrides: dict[str, list[str]] = field(default_factory=dict)
-
-    def validate(self) -> None:
-        unknown = [m for m in self.methods if m not in BENCHMARK_METHODS]
-        if unknown:
-            raise ConfigError(f"benchmark.methods: unknown {unknown}; valid methods: {list(BENCHMARK_METHODS)}")
-        if len(set(self.methods)) != len(self.methods):
-            raise ConfigError(f"benchmark.methods: duplicates in {self.methods}")
-        if not self.accelerations or any(r < 1.0 for r in self.accelerations):
-            raise ConfigError(f"benchmark.accelerations: expected R values >= 1, got {self.accelerations}")
-        if any(r < 1.0 for r in self.gaussian_accelerations):
-            raise ConfigError(f"benchmark.gaussian_accelerations: expected R values >= 1, got "
-                              f"{self.gaussian_accelerations}")
-        if self.eval_split not in ("train", "val", "test"):
-            raise ConfigError(f"benchmark.eval_split: expected train, val or test, got {self.eval_split!r}")
-        if self.max_cases < 0 or self.fe_steps < -1 or self.figure_frame < 0:
-            raise ConfigError("benchmark.max_cases, fe_steps (>= -1) and figure_frame must not be negative")
-        bad = [k for k in self.overrides if k not in BENCHMARK_METHODS]
-        if bad:
-            raise ConfigError(f"benchmark.overrides: unknown method(s) {bad}; valid: {list(BENCHMARK_METHODS)}")
-
-
-@dataclass
-class BenchmarkConfig(ExperimentConfig):
-    """A stage-2 experiment config shared by all methods plus the ``benchmark`` section."""
-
-    benchmark: BenchmarkSection = field(default_factory=BenchmarkSection)
-
-    def validate(self) -> None:
-        super().validate()
-        if self.stage != "recon":
-            raise ConfigError(f"stage: the benchmark config describes stage 2, expected 'recon', got {self.stage!r}")
-
-
-def load_benchmark_config(path, overrides=()) -> BenchmarkConfig:
-    return load_config(BenchmarkConfig, path, overrides)
-
-
-def method_config(cfg: BenchmarkConfig, name: str, run_dir: Path) -> ExperimentConfig:
-    """The stage-2 config of benchmark method ``name`` (shared settings + its overrides)."""
-    method, feature_method = TRAINED[name]
-    data = to_dict(cfg)
-    data.pop("benchmark")
-    data["model"]["method"] = method
-    if feature_method:
-        data["model"]["feature_method"] = feature_method
-    data["train"]["run_dir"] = str(run_dir)
-    # one process trains every method and TF's thread pools can be set once: all keep TF's defaults
-    data["train"]["threads"] = "tf"
-    apply_overrides(data, cfg.benchmark.overrides.get(name, []))
-    return from_dict(ExperimentConfig, data, where=f"benchmark method {name}")
-
-
-def _fe_config(cfg: ExperimentConfig, steps: int, run_dir: Path) -> ExperimentConfig:
-    fe = copy.deepcopy(cfg)
-    fe.stage = "features"
-    fe.train.run_dir = str(run_dir)
-    fe.train.pretrained_fe = ""
-    fe.train.val_steps = 0
-    if steps != -1:
-        fe.train.epochs = max(1, min(cfg.train.epochs, steps))
-        fe.train.steps_per_epoch = max(1, math.ceil(steps / fe.train.epochs))
-    return fe
-
-
-def _params_at_inference(model: keras.Model) -> int:
-    """Parameters the reconstruction uses: trainable weights, plus the frozen FE of SSFL-Recon (without projectors,
-    which only serve stage-1 training)."""
-    total = count_params(model.trainable_weights)
-    fe = getattr(model, "feature_extractor", None)
-    if fe is not None:
-        total += count_params([w for w in fe.weights if "projector" not in w.path])
-    return total
-
-
-def _train_one(cfg: BenchmarkConfig, name: str, out: Path, verbose) -> tuple[keras.Model, dict[str, Any]]:
-    from feature_learning.train import steps_for, train_features
-    from data_loader import pipelines
-    from reconstruction.train import build_recon_model, train_recon
-    from utils.training import WEIGHTS_NAME
-
-    mcfg = method_config(cfg, name, out / "runs" / name)
-    steps = steps_for(mcfg, pipelines.num_examples(mcfg.data, "train")) * mcfg.train.epochs
-    info: dict[str, Any] = {"method": name, "steps": steps, "fe_steps": 0, "fe_seconds": 0.0}
-    if mcfg.model.method == "ssfl-recon":
-        feature_method = mcfg.model.feature_method
-        pretrained = getattr(cfg.benchmark, f"pretrained_fe_{feature_method}")
-        if pretrained:
-            mcfg.train.pretrained_fe = pretrained
-            info["fe"] = f"pretrained: {pretrained}"
-        elif cfg.benchmark.fe_steps == 0:
-            raise ValueError(f"benchmark.fe_steps is 0 but benchmark.pretrained_fe_{feature_method} is empty: "
-                             f"{name} needs FE weights")
-        else:
-            fe_cfg = _fe_config(mcfg, cfg.benchmark.fe_steps, out / "runs" / f"{name}-fe")
-            info["fe_steps"] = steps_for(fe_cfg, pipelines.num_examples(fe_cfg.data, "train")) * fe_cfg.train.epochs
-            log.info("%s: stage 1 (%s FE-Net), %d steps", name, feature_method, info["fe_steps"])
-            start = time.time()
-            fe_run = train_features(fe_cfg, verbose=verbose)
-            info["fe_seconds"] = time.time() - start
-            mcfg.train.pretrained_fe = str(fe_run / WEIGHTS_NAME)
-            info["fe"] = "trained in the benchmark"
-    log.info("%s: training %d steps", name, steps)
-    start = time.time()
-    run_dir = train_recon(mcfg, verbose=verbose)
-    info["train_seconds"] = time.time() - start
-    info["run_dir"] = str(run_dir)
-    model = build_recon_model(mcfg)
-    model.load_weights(str(Path(run_dir) / WEIGHTS_NAME))
-    info["params"] = _params_at_inference(model)
-    info["total_seconds"] = info["train_seconds"] + info["fe_seconds"]
-    return model, info
-
-
-def benchmark_tables(trained: dict[str, dict], results: dict[str, dict]) -> str:
-    """Markdown: the training table (parameters, steps, wall time) and the metrics table per mask family and R."""
-    lines = ["| method | parameters | optimizer steps | training wall time (s) | s / step |", "|---|---|---|---|---|"]
-    for name, info in trained.items():
-        steps = info["steps"] + info["fe_steps"]
-        extra = f" (stage 1: {info['fe_steps']} steps, {info['fe_seconds']:.0f} s)" if info["fe_steps"] else ""
-        lines.append(f"| {name} | {info['params']:,} | {steps}{extra} | {info['total_seconds']:.0f} | "
-                     f"{info['total_seconds'] / max(1, steps):.2f} |")
-    lines += ["", "| masks | R | method | PSNR (dB) | SSIM | NRMSE | cases |", "|---|---|---|---|---|---|---|"]
-    for family, summary in results.items():
-        for acc, method, e in summary_rows(summary):
-            lines.append(f"| {family} | {acc} | {method} | {format_mean_std(e['psnr'], 2)} | "
-                         f"{format_mean_std(e['ssim'], 4)} | {format_mean_std(e['nrmse'], 4)} | {e['n']} |")
-    return "\n".join(lines) + "\n"
-
-
-def run_benchmark(cfg: BenchmarkConfig, out_dir: str | Path, verbose="auto") -> dict[str, Any]:
-    """Trains and evaluates every method of ``cfg.benchmark.methods``; writes into ``out_dir``: ``config.yaml``,
-    ``runs/<method>/`` (each run folder), ``training.json``, ``eval_vista/`` and ``eval_gaussian/`` (the
-    ``evaluation.evaluate`` reports), ``table.md``, ``method_grid.png`` and ``report.md``. Returns the summary."""
-    import itertools
-
-    from data_loader import pipelines
-    from evaluation.evaluate import classical_methods, evaluate, model_method
-    from evaluation.figures import save_method_grid
-    from evaluation.metrics import compute_metrics
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    bench = cfg.benchmark
-    start = time.time()
-    pipelines.ensure_synthetic_data(cfg.data)
-    names = list(bench.methods)
-    if "zero-filled" not in names:
-        names.insert(0, "zero-filled")
-    classical = classical_methods()
-    methods: dict[str, Callable] = {n: classical[n] for n in names if n in CLASSICAL}
-    trained: dict[str, dict] = {}
-    to_train = [n for n in names if n in TRAINED]
-    for index, name in enumerate(to_train, start=1):
-        log.info("[%d/%d] %s — %.0f s elapsed", index, len(to_train), name, time.time() - start)
-        model, info = _train_one(cfg, name, out, verbose)
-        methods[name] = model_method(model)
-        trained[name] = info
-        atomic_write_text(out / "training.json", json.dumps(trained, indent=1) + "\n")
-        log.info("[%d/%d] %s trained: %d steps in %.1f s, %s parameters — %.0f s elapsed", index, len(to_train),
-                 name, info["steps"] + info["fe_steps"], info["total_seconds"], f"{info['params']:,}",
-                 time.time() - start)
-
-    max_cases = bench.max_cases or None
-
-    def cases(kind: str):
-        def cases_for(acc: float):
-            return itertools.islice(pipelines.eval_cases(cfg.data, bench.eval_split, acc, mask_kind=kind,
-                                                         seed=bench.eval_seed), max_cases)
-        return cases_for
-
-    families = [("vista", bench.accelerations)]
-    if bench.gaussian_accelerations:
-        families.append(("gaussian", bench.gaussian_accelerations))
-    results = {}
-    for kind, accs in families:
-        log.info("evaluating %d methods on %s masks at R = %s — %.0f s elapsed", len(methods), kind,
-                 ", ".join(f"{a:g}" for a in accs), time.time() - start)
-        result = evaluate(cases(kind), methods, accs, out / f"eval_{kind}", figure_cases=0, gif_cases=0,
-                          settings={"benchmark": "benchmark-methods", "mask_kind": kind, "split": bench.eval_split,
-                                    "seed": bench.eval_seed})
-        results[kind] = result.summary
-
-    case = next(iter(cases("vista")(bench.figure_acceleration)), None)
-    if case is not None:
-        reference = np.asarray(case["reference"])
-        recons = {n: np.asarray(fn(case))[0] for n, fn in methods.items()}
-        captions = {}
-        for n, recon in recons.items():
-            mean = compute_metrics(reference, recon[None])["mean"]
-            captions[n] = {"psnr": mean["psnr"], "ssim": mean["ssim"]}
-        frame = min(bench.figure_frame, reference.shape[1] - 1)
-        save_method_grid(out / "method_grid.png", reference[0], recons, frame=frame, metrics=captions,
-                         title=f"{case['name']}, VISTA R = {bench.figure_acceleration:g}, frame {frame}")
-    table = benchmark_tables(trained, results)
-    atomic_write_text(out / "table.md", table)
-    total = time.time() - start
-    report = ["# Method benchmark", "",
-              f"Data: {cfg.data.source} {list(cfg.data.size)} (T, X, Y, coils), {cfg.data.subjects} subjects; "
-              f"training split, evaluation on the {bench.eval_split} split. Equal budget: "
-              f"{cfg.train.epochs} x {cfg.train.steps_per_epoch or 'one pass'} optimizer steps per method "
-              f"(batch {cfg.train.batch_size}, Adam {cfg.train.learning_rate:g}). Training wall time includes graph "
-              f"tracing and the per-epoch checkpoints; parameters are those used at inference (SSFL-Recon: "
-              f"reconstruction network + frozen FE-Net). Total {total:.0f} s.", "",
-              table, "![method grid](method_grid.png)", ""]
-    atomic_write_text(out / "report.md", "\n".join(report))
-    log.info("benchmark finished in %.0f s: %s", total, out / "report.md")
-    return {"training": trained, "results": results, "seconds": total}

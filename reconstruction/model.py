@@ -5,7 +5,7 @@ comes from the frozen stage-1 FE-Net (pred path, BatchNorm unused, no gradients)
 encoder output at the bottleneck (24 + 24 → 48 channels). Only the FE parts whose output is used are computed:
 the FE's last decoder and DC (which the original runs and discards) are skipped.
 
-Training (:meth:`SSFLRecon.train_step`) follows the original: the two re-undersampled views of one acquisition are
+Training (:class:`utils.engine.Engine` with :class:`SSFLObjective`) follows the original: the two re-undersampled views of one acquisition are
 reconstructed independently and the loss is
 
     img_loss = sum_(t,x,y) |x1 - x2|^2   (mean over batch and channel)
@@ -21,15 +21,13 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from feature_learning.model import DEFAULT_UNET, FeatureNet, _unpack
+from feature_learning.model import FeatureNet
 from utils import mri
 from utils.complex_layers import PACKAGE
 from utils.data_consistency import DCGD, Scalar
-from utils.distribute import replica_share
-from utils.mri import complex_scale
-from utils.recompute import recompute_complex
+from utils.engine import Objective, unpack_inputs
 from utils.unet import ComplexUNet2Dt
-from utils.nan_guard import apply_finite_gradients
+from utils.unrolled import DEFAULT_UNET, residual_update, run_iteration
 
 LOSS_VARIANTS = ("original", "normalized")
 
@@ -59,24 +57,20 @@ class SSFLRecon(keras.Model):
         num_iter: unrolled iterations (2 in the paper); the FE-Net has the same number.
         feature_method: ``"vicreg"`` or ``"contrastive"`` (which stage-1 model provides the features).
         unet: keyword arguments of :class:`ComplexUNet2Dt` (same defaults as stage 1).
-        loss_variant: ``"original"`` or ``"normalized"``.
         recompute: gradient checkpointing: each unrolled iteration keeps only its input image and recomputes its
             UNet and DC activations in the backward pass (peak memory of one iteration instead of all).
         **kwargs: passed to ``keras.Model``.
 
-    Call: ``model({"x", "y", "mask", "coil_maps"})`` → reconstruction (B,T,X,Y,1).
-    Training data: ``{"view1": {"x","y","mask"}, "view2": {"x","y","mask"}, "coil_maps": ...}``.
+    Call: ``model({"x", "y", "mask", "coil_maps"})`` or ``model(x, y, mask, coil_maps)`` → reconstruction
+    (B,T,X,Y,1). Training: ``Engine(SSFLRecon(...), SSFLObjective())``.
     """
 
     def __init__(self, num_iter: int = 2, feature_method: str = "vicreg", unet: dict | None = None,
-                 loss_variant: str = "original", recompute: bool = False, **kwargs):
+                 recompute: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.recompute = bool(recompute)
-        if loss_variant not in LOSS_VARIANTS:
-            raise ValueError(f"loss_variant: expected one of {LOSS_VARIANTS}, received {loss_variant!r}")
         self.num_iter = int(num_iter)
         self.feature_method = feature_method
-        self.loss_variant = loss_variant
         self.unet_config = {**DEFAULT_UNET, **(unet or {})}
         self.feature_extractor = FeatureNet(self.num_iter, feature_method, unet=self.unet_config,
                                             name="feature_extractor")
@@ -86,9 +80,6 @@ class SSFLRecon(keras.Model):
                       for i in range(self.num_iter)]
         self.taus = [Scalar(0.1, name=f"tau_{i}") for i in range(self.num_iter)]
         self.dcs = [DCGD(1.0, name=f"dc_{i}") for i in range(self.num_iter)]
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.img_loss_tracker = keras.metrics.Mean(name="img_loss")
-        self.ksp_loss_tracker = keras.metrics.Mean(name="ksp_loss")
 
     def build_all(self, in_channels: int = 1) -> None:
         self.feature_extractor.build_all(in_channels)
@@ -112,55 +103,19 @@ class SSFLRecon(keras.Model):
         for i in range(self.num_iter):
             def iteration(x, i=i):
                 residual = self.unets[i](x, features[i])
-                x = x - complex_scale(self.taus[i](residual), 1.0 / self.num_iter)
-                return self.dcs[i](x, y, mask, coil_maps)
+                return residual_update(x, residual, self.taus[i], self.dcs[i], self.num_iter, y, mask, coil_maps)
 
-            x = recompute_complex(iteration)(x)[0] if self.recompute else iteration(x)
+            x = run_iteration(iteration, x, self.recompute)
         return x
 
-    def call(self, inputs, training=None):
-        return self.reconstruct(*_unpack(inputs))
-
-    # ------------------------------------------------------------------------------------------ training
-    def compute_ssl_losses(self, data) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-        """Returns (img_loss, ksp_loss, x1_out, x2_out) for one batch of paired views."""
-        if isinstance(data, (tuple, list)) and len(data) == 1:
-            data = data[0]
-        maps = data["coil_maps"]
-        v1, v2 = data["view1"], data["view2"]
-        x1 = self.reconstruct(v1["x"], v1["y"], v1["mask"], maps)
-        x2 = self.reconstruct(v2["x"], v2["y"], v2["mask"], maps)
-        img, ksp = ssl_recon_loss(x1, x2, v1["y"], v2["y"], v1["mask"], v2["mask"], maps, self.loss_variant)
-        return img, ksp, x1, x2
-
-    def train_step(self, data):
-        with tf.GradientTape() as tape:
-            img, ksp, _, _ = self.compute_ssl_losses(data)
-            loss = img + ksp
-            scaled = self.optimizer.scale_loss(loss) if hasattr(self.optimizer, "scale_loss") else loss
-            share = replica_share(scaled)  # the optimizer sums the replicas' gradients
-        variables = self.trainable_variables
-        grads = tape.gradient(share, variables)
-        apply_finite_gradients(self, zip(grads, variables), loss)  # NaN/Inf steps are not applied
-        return self._track(loss, img, ksp)
-
-    def test_step(self, data):
-        img, ksp, _, _ = self.compute_ssl_losses(data)
-        return self._track(img + ksp, img, ksp)
-
-    def _track(self, loss, img, ksp):
-        self.loss_tracker.update_state(loss)
-        self.img_loss_tracker.update_state(img)
-        self.ksp_loss_tracker.update_state(ksp)
-        return {m.name: m.result() for m in self.metrics}
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker, self.img_loss_tracker, self.ksp_loss_tracker]
+    def call(self, inputs, y=None, mask=None, coil_maps=None, training=None):
+        if y is None:
+            return self.reconstruct(*unpack_inputs(inputs))
+        return self.reconstruct(inputs, y, mask, coil_maps)
 
     def get_config(self):
         return {**super().get_config(), "num_iter": self.num_iter, "feature_method": self.feature_method,
-                "unet": self.unet_config, "loss_variant": self.loss_variant, "recompute": self.recompute}
+                "unet": self.unet_config, "recompute": self.recompute}
 
     # ------------------------------------------------------------------------------------------ names
     def original_variables(self, include_feature_extractor: bool = True) -> dict[str, Any]:
@@ -184,3 +139,38 @@ class SSFLRecon(keras.Model):
             for key, var in self.feature_extractor.original_variables(include_projector=False).items():
                 out[f"feature_extractor/{key}"] = var
         return out
+
+
+class SSFLObjective(Objective):
+    """Stage 2's self-supervised objective: image consistency between the reconstructions of two
+    re-undersampled views plus the cross k-space loss (:func:`ssl_recon_loss`).
+
+    Args:
+        loss_variant: ``"original"`` or ``"normalized"``.
+
+    Batch: ``{"view1": {"x","y","mask"}, "view2": {"x","y","mask"}, "coil_maps": ...}``
+    (:func:`data_loader.pipelines.recon_dataset`). Losses: ``loss = img_loss + ksp_loss``.
+    """
+
+    loss_names = ("loss", "img_loss", "ksp_loss")
+
+    def __init__(self, loss_variant: str = "original"):
+        if loss_variant not in LOSS_VARIANTS:
+            raise ValueError(f"loss_variant: expected one of {LOSS_VARIANTS}, received {loss_variant!r}")
+        self.loss_variant = loss_variant
+
+    def reconstructions(self, network: SSFLRecon, batch: dict) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """(img_loss, ksp_loss, x1_out, x2_out) of one batch of paired views."""
+        maps = batch["coil_maps"]
+        v1, v2 = batch["view1"], batch["view2"]
+        x1 = network(v1["x"], v1["y"], v1["mask"], maps)
+        x2 = network(v2["x"], v2["y"], v2["mask"], maps)
+        img, ksp = ssl_recon_loss(x1, x2, v1["y"], v2["y"], v1["mask"], v2["mask"], maps, self.loss_variant)
+        return img, ksp, x1, x2
+
+    def losses(self, network: SSFLRecon, batch: Any, seed: tf.Tensor, training: bool) -> dict[str, tf.Tensor]:
+        img, ksp, _, _ = self.reconstructions(network, batch)
+        return {"loss": img + ksp, "img_loss": img, "ksp_loss": ksp}
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "loss_variant": self.loss_variant}

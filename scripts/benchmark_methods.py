@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconstruction.methods import load_benchmark_config, run_benchmark
+    from reconstruction.benchmark_methods import load_benchmark_config, run_benchmark
 
     cfg = load_benchmark_config(args.config, args.overrides)
     out = Path(args.out or cfg.train.run_dir)

@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from utils.io import atomic_write_text
     from utils.schema import ExperimentConfig
     from utils.machine import cpu_description
-    from utils.training import WEIGHTS_NAME, load_weights_checked, read_summary
+    from utils.training import WEIGHTS_NAME, read_summary
+    from utils.weights import load_weights
 
     overrides = list(args.overrides)
     if args.gpu_scale:
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     t = time.time()
     log.info("[4/4] evaluation on held-out subjects")
     model = build_recon_model(rc_cfg)
-    load_weights_checked(model, rc_run / WEIGHTS_NAME, "stage-2 weights")
+    load_weights(model, rc_run, "stage-2 weights")
     methods = {**classical_methods(), "ssfl-recon": model_method(model)}
     accs = [float(a) for a in args.accelerations.split(",")]
     # the same code path as `ssfl-recon evaluate --split test --seed 1234` (per-case CSV, summary, figures)

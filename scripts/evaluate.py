@@ -161,28 +161,10 @@ def load_model_weights(model, weights: str) -> str:
         FileNotFoundError: nothing usable at ``weights`` (the message names the path and what was expected).
         ValueError: the weights do not fit the model built from the config.
     """
-    from utils.checkpoint_import import assign_from_checkpoint, checkpoint_prefix
-    from utils.training import WEIGHTS_NAME, load_weights_checked
+    from utils.weights import load_weights
 
-    path = Path(weights)
-    keras_file = None
-    if path.is_dir() and (path / WEIGHTS_NAME).is_file():
-        keras_file = path / WEIGHTS_NAME
-    elif path.is_file() and path.name.endswith(".weights.h5"):
-        keras_file = path
-    if keras_file is not None:
-        load_weights_checked(model, keras_file, "--weights")
-        return str(keras_file)
-    try:
-        prefix = checkpoint_prefix(path)
-    except FileNotFoundError:
-        prefix = None
-    if prefix is None or not hasattr(model, "original_variables"):
-        raise FileNotFoundError(f"--weights {weights!r} not found: expected a run folder containing {WEIGHTS_NAME}, "
-                                "a '.weights.h5' file, or an original TF checkpoint (prefix with a .index file)")
-    names = model.original_variables()
-    assign_from_checkpoint(names, prefix, required=[n for n in names if not n.startswith("feature_extractor/")])
-    return prefix
+    # an SSFL-Recon checkpoint of the original may leave out the FE (it is loaded from train.pretrained_fe)
+    return load_weights(model, weights, "--weights", optional_prefixes=("feature_extractor/",)).checkpoint
 
 
 def run(args: argparse.Namespace) -> int:

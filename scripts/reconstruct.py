@@ -26,10 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_recon_model(weights: str, feature_method: str | None = None, num_iter: int | None = None):
     """Builds SSFL-Recon and loads weights from a run folder, a .weights.h5 file or an original checkpoint."""
     from reconstruction.model import SSFLRecon
-    from utils.checkpoint_import import assign_from_checkpoint
     from utils.config import load_config
     from utils.schema import ExperimentConfig
-    from utils.training import WEIGHTS_NAME, load_weights_checked
+    from utils.weights import load_weights
 
     path = Path(weights)
     unet = None
@@ -40,15 +39,8 @@ def load_recon_model(weights: str, feature_method: str | None = None, num_iter: 
         unet = cfg.model.unet_kwargs()
     model = SSFLRecon(num_iter or 2, feature_method or "vicreg", unet=unet)
     model.build_all()
-    if path.is_dir() and (path / WEIGHTS_NAME).is_file():
-        load_weights_checked(model, path / WEIGHTS_NAME, "--weights")
-    elif path.is_file() and path.name.endswith(".weights.h5"):
-        load_weights_checked(model, path, f"--weights (SSFL-Recon, num_iter={model.num_iter}, "
-                                          f"FE={model.feature_method})")
-    else:
-        assign_from_checkpoint(model.original_variables(), path,
-                               required=[n for n in model.original_variables()
-                                         if not n.startswith("feature_extractor/")])
+    load_weights(model, path, f"--weights (SSFL-Recon, num_iter={model.num_iter}, FE={model.feature_method})",
+                 optional_prefixes=("feature_extractor/",))
     return model
 
 

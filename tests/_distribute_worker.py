@@ -90,7 +90,9 @@ def main(features_yaml: str, recon_yaml: str, out_dir: str) -> int:
     import keras
 
     from data_loader import pipelines
-    from feature_learning.train import build_feature_model, compile_model
+    from feature_learning.train import build_feature_model
+    from helpers import feature_loss, ssl_losses
+    from utils.training import compile_model
     from reconstruction.pretrained import load_feature_weights
     from reconstruction.train import build_recon_model
     from scripts.cli import main as cli
@@ -113,20 +115,20 @@ def main(features_yaml: str, recon_yaml: str, out_dir: str) -> int:
     compile_model(fe, cfg)
     initial = [v.numpy() for v in fe.weights]
     stream = pipelines.feature_dataset(cfg.data, cfg.model.feature_method, "train", seed=cfg.train.seed)
-    stepped = averaged_steps(fe, lambda e: fe.compute_feature_loss(e, training=True),
+    stepped = averaged_steps(fe, lambda e: feature_loss(fe.network, e, True),
                              list(stream.take(num_examples)))
     result = collect("fe", fe_run, build_feature_model(cfg), fe, initial, stepped)
 
     cfg = load_config(ExperimentConfig, recon_yaml)
     keras.utils.set_random_seed(cfg.train.seed)
     recon = build_recon_model(cfg)
-    load_feature_weights(recon.feature_extractor, str(fe_run))
+    load_feature_weights(recon.network.feature_extractor, str(fe_run))
     compile_model(recon, cfg)
     initial = [v.numpy() for v in recon.weights]
     stream = pipelines.recon_dataset(cfg.data, "train", seed=cfg.train.seed, batch_size=cfg.train.batch_size)
 
     def recon_loss(example):
-        img, ksp, _, _ = recon.compute_ssl_losses(example)
+        img, ksp, _, _ = ssl_losses(recon.network, example)
         return img + ksp
 
     stepped = averaged_steps(recon, recon_loss, list(stream.take(num_examples)))

@@ -111,3 +111,17 @@ def check_layer(layer: keras.layers.Layer, inputs: Sequence, *, num_weights: int
     for saved, restored in zip(model.weights, loaded.weights):
         np.testing.assert_array_equal(restored.numpy(), saved.numpy(), err_msg=saved.path)
     return eager
+
+
+def feature_loss(model, data, training: bool):
+    """Stage 1's training loss of a FeatureNet on a ``{"views": [...]}`` batch (the engine's objective)."""
+    from feature_learning.model import FeatureObjective
+
+    return FeatureObjective(model.method).losses(model, data, None, training)["loss"]
+
+
+def ssl_losses(model, data):
+    """(img_loss, ksp_loss, x1, x2) of an SSFLRecon network on a batch of paired views (the engine's objective)."""
+    from reconstruction.model import SSFLObjective
+
+    return SSFLObjective().reconstructions(model, data)

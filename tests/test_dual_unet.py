@@ -16,10 +16,11 @@ import tensorflow as tf
 from data_loader.masks import mask_to_tensor_layout, vd_random_mask
 from data_loader.phantom import make_phantom
 from reconstruction.baselines import supervised_loss
+from utils.engine import Engine
 from reconstruction.dual_unet import (
     AttentionUNet2D,
     DualUNetResNet,
-    DualUNetTrainer,
+    DualUNetObjective,
     WarmupCosine,
     project_psnr,
     project_ssim,
@@ -50,9 +51,9 @@ def psnr(recon, reference) -> float:
     return float(10 * np.log10(np.max(np.abs(reference)) ** 2 / np.mean(np.abs(recon - reference) ** 2)))
 
 
-def trainer(**network_kwargs) -> DualUNetTrainer:
+def trainer(**network_kwargs) -> Engine:
     keras.utils.set_random_seed(0)
-    model = DualUNetTrainer(DualUNetResNet(T, **{**TINY, **network_kwargs}))
+    model = Engine(DualUNetResNet(T, **{**TINY, **network_kwargs}), DualUNetObjective())
     model.build_all()
     return model
 
@@ -169,14 +170,14 @@ def test_warmup_cosine_schedule():
 
 
 def test_trainer_installs_the_schedule_and_validates():
-    model = DualUNetTrainer(DualUNetResNet(T, **TINY), lr_schedule="warmup-cosine", total_steps=40)
+    model = Engine(DualUNetResNet(T, **TINY), DualUNetObjective(lr_schedule="warmup-cosine", total_steps=40))
     model.build_all()
     model.compile(optimizer=keras.optimizers.Adam(2e-3))
     assert float(model.optimizer.learning_rate) == pytest.approx(2e-6, rel=1e-4)  # step 0: 1e-3 x peak
     with pytest.raises(ValueError, match="total_steps"):
-        DualUNetTrainer(DualUNetResNet(T, **TINY), lr_schedule="warmup-cosine")
+        DualUNetObjective(lr_schedule="warmup-cosine")
     with pytest.raises(ValueError, match="lr_schedule: expected one of"):
-        DualUNetTrainer(DualUNetResNet(T, **TINY), lr_schedule="step")
+        DualUNetObjective(lr_schedule="step")
     with pytest.raises(ValueError, match="output_mode: expected one of"):
         DualUNetResNet(T, output_mode="phase")
 
@@ -187,7 +188,7 @@ def test_weight_decay_is_pytorch_adams_coupled_l2():
     updated = []
     for decay in (0.0, 0.5):
         model = trainer(dropout=0.0)
-        model.weight_decay = decay
+        model.objective.weight_decay = decay
         model.compile(optimizer=keras.optimizers.SGD(0.1))
         before = [np.array(v) for v in model.trainable_variables]
         model.train_step(case)
@@ -234,7 +235,8 @@ def test_builder_and_fixed_masks(tmp_path):
             "model.dual_unet_variant=dual"]
     cfg = load_config(ExperimentConfig, None, sets)
     model = build_method_model(cfg)  # generates the data: one pass of the 3 training examples, 2 epochs
-    assert isinstance(model, DualUNetTrainer) and model.total_steps == 6 and model.weight_decay == 1e-4
+    objective = model.objective
+    assert isinstance(objective, DualUNetObjective) and objective.total_steps == 6 and objective.weight_decay == 1e-4
     assert model.network.variant == "dual" and model.network.resnet is None
 
     def masks_of(kind):

@@ -26,7 +26,7 @@ import tensorflow as tf
 from conftest import REPO_ROOT
 from helpers import tiny_recon_yaml
 from test_training import feature_data, new_feature_model
-from utils import run_lock, training
+from utils import checkpoints, run_lock, training
 from utils.config import ConfigError, load_config
 from utils.schema import ExperimentConfig
 from utils.training import (CheckpointError, NonFiniteLossError, RunFolderError, fit, load_checkpoint,
@@ -344,7 +344,7 @@ def test_run_folder_that_cannot_be_written_is_refused_before_training(tmp_path, 
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(training.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(checkpoints.tempfile, "mkstemp", read_only)
     with pytest.raises(RunFolderError, match="'.*ro_run' is not writable \\(Read-only file system\\)"):
         training.check_run_folder(tmp_path / "ro_run")
 
@@ -352,7 +352,7 @@ def test_run_folder_that_cannot_be_written_is_refused_before_training(tmp_path, 
 def test_too_little_free_space_is_refused_before_training(tmp_path, monkeypatch):
     model = new_feature_model()
     need = 4 * training.checkpoint_bytes(model)
-    monkeypatch.setattr(training.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 * need, 9 * need,
+    monkeypatch.setattr(checkpoints.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 * need, 9 * need,
                                                                                          need - 1))
     with pytest.raises(RunFolderError, match=r"MiB free on its disk, the checkpoints need about"):
         training.check_run_folder(tmp_path, model)
@@ -453,15 +453,16 @@ def test_every_train_step_skips_a_non_finite_update():
     no trainable weight, no optimizer variable, and adds one to the skip counter; a finite batch trains."""
     from test_baselines import _trainers, tiny_batch
     from test_training import recon_data
-    from reconstruction.model import SSFLRecon
+    from reconstruction.model import SSFLObjective, SSFLRecon
     from utils import nan_guard
+    from utils.engine import Engine
 
     def feature_net():
         return new_feature_model()
 
     def ssfl():
         keras.utils.set_random_seed(1)
-        model = SSFLRecon(1, "vicreg", unet=dict(filters=4))
+        model = Engine(SSFLRecon(1, "vicreg", unet=dict(filters=4)), SSFLObjective())
         model.build_all()
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
         return model
@@ -470,8 +471,8 @@ def test_every_train_step_skips_a_non_finite_update():
         def make():
             keras.utils.set_random_seed(0)
             if name == "dual-unet":  # its own trainer (weight decay in the gradient)
-                from reconstruction.dual_unet import DualUNetResNet, DualUNetTrainer
-                model = DualUNetTrainer(DualUNetResNet(4, filters=4, num_levels=2), weight_decay=1e-4)
+                from reconstruction.dual_unet import DualUNetObjective, DualUNetResNet
+                model = Engine(DualUNetResNet(4, filters=4, num_levels=2), DualUNetObjective(weight_decay=1e-4))
             else:
                 model = _trainers()[name]()
             model.build_all()

@@ -15,8 +15,9 @@ import tensorflow as tf
 from conftest import fixtures_dir, load_golden
 from feature_learning import losses
 from feature_learning.model import FeatureNet
-from helpers import assert_golden, assert_loss_close
-from reconstruction.model import SSFLRecon
+from helpers import assert_golden, assert_loss_close, feature_loss, ssl_losses
+from reconstruction.model import SSFLObjective, SSFLRecon
+from utils.engine import Engine
 from utils.checkpoint_import import assign_from_checkpoint, checkpoint_prefix, read_checkpoint
 
 METHODS = ["vicreg", "contrastive"]
@@ -135,12 +136,12 @@ def test_fe_train_embeddings_and_losses_match_golden(method: str) -> None:
         expected = g[f"loss_bn_{mode}"]
         if method == "vicreg":
             assert_loss_close(losses.vicreg_loss_original(emb), expected, f"vicreg loss ({mode})")
-            assert_loss_close(model.loss_fn(emb), expected, f"model.loss_fn ({mode})")
+            assert_loss_close(losses.get_feature_loss(method)(emb), expected, f"loss_fn ({mode})")
         else:
             # the original's loss output is the per-row vector (3N,); Keras reduced it by the mean
             assert expected.shape == (3 * emb.shape[1],)
             assert_loss_close(losses.contrastive_loss_original_rows(emb), expected, f"contrastive rows ({mode})")
-            assert_loss_close(model.loss_fn(emb), expected.mean(), f"model.loss_fn ({mode})")
+            assert_loss_close(losses.get_feature_loss(method)(emb), expected.mean(), f"loss_fn ({mode})")
 
 
 def test_fe_compute_feature_loss_uses_views_dict() -> None:
@@ -148,7 +149,7 @@ def test_fe_compute_feature_loss_uses_views_dict() -> None:
     model, _ = _feature_net("vicreg", _weights001())
     g = load_golden("fe_vicreg_train.npz")
     data = {"views": [dict(zip(("x", "y", "mask", "coil_maps"), v)) for v in _views(g, 2)]}
-    assert_loss_close(model.compute_feature_loss(data, training=False), g["loss_bn_inference"], "compute_feature_loss")
+    assert_loss_close(feature_loss(model, data, False), g["loss_bn_inference"], "compute_feature_loss")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -248,7 +249,7 @@ def _paired_views(g):
 def test_ssfl_training_losses_match_golden(ssfl) -> None:
     model, _, _ = ssfl
     g = load_golden("ssfl_recon_train_loss.npz")
-    img, ksp, x1, x2 = model.compute_ssl_losses(_paired_views(g))
+    img, ksp, x1, x2 = ssl_losses(model, _paired_views(g))
     assert_loss_close(img, g["img_loss"], "img_loss")
     assert_loss_close(ksp, g["ksp_loss"], "ksp_loss")
     assert_loss_close([img, ksp], g["output"], "output")
@@ -258,11 +259,11 @@ def test_ssfl_training_losses_match_golden(ssfl) -> None:
 
 def test_ssfl_total_loss_is_the_sum(ssfl) -> None:
     # The original reduced [img_loss, ksp_loss] by a sum (img_ksp_loss); test_step must report that total.
-    model, _, _ = ssfl
+    network, _, _ = ssfl
+    model = Engine(network, SSFLObjective())
+    model.build_all()
     g = load_golden("ssfl_recon_train_loss.npz")
-    for metric in model.metrics:
-        metric.reset_state()
-    logs = model.test_step(_paired_views(g))
+    logs = model.test_step(_paired_views(g))  # the engine's validation step with stage 2's objective
     assert_loss_close(logs["loss"], g["total_loss"], "total_loss")
     assert_loss_close(logs["img_loss"], g["img_loss"], "img_loss (test_step)")
     assert_loss_close(logs["ksp_loss"], g["ksp_loss"], "ksp_loss (test_step)")

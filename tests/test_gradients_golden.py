@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from conftest import fixtures_dir, load_golden
 from feature_learning.model import FeatureNet
+from helpers import feature_loss, ssl_losses
 from reconstruction.model import SSFLRecon
 from utils.checkpoint_import import assign_from_checkpoint
 from utils.complex_layers import MagnitudeMaxPool3D
@@ -53,7 +54,7 @@ def _model_and_loss(name: str, mode: str):
         variables = model.original_variables()
 
         def loss_fn():
-            return model.compute_feature_loss(data, training=True)
+            return feature_loss(model, data, True)
     else:
         model = SSFLRecon(2, "vicreg", unet=unet)
         model.build_all()
@@ -65,7 +66,7 @@ def _model_and_loss(name: str, mode: str):
         variables = model.original_variables()
 
         def loss_fn():
-            img, ksp, _, _ = model.compute_ssl_losses(data)
+            img, ksp, _, _ = ssl_losses(model, data)
             return img + ksp
     return model, variables, loss_fn
 

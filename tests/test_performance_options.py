@@ -17,7 +17,7 @@ import tensorflow as tf
 from feature_learning.model import FeatureNet
 from reconstruction.model import SSFLRecon
 from scripts.cli import main
-from tests.helpers import random_complex, random_mask
+from tests.helpers import feature_loss, random_complex, random_mask, ssl_losses
 from utils import complex_layers as cl
 from utils import mri
 from utils.recompute import recompute_complex
@@ -148,7 +148,7 @@ def _loss_and_grads(kind: str, recompute: bool, views):
         model.build_all()
 
         def loss_fn():
-            return model.compute_feature_loss({"views": views}, training=True)
+            return feature_loss(model, {"views": views}, True)
     else:
         model = SSFLRecon(2, "vicreg", unet=TINY_UNET, recompute=recompute)
         model.build_all()
@@ -156,7 +156,7 @@ def _loss_and_grads(kind: str, recompute: bool, views):
                 "view2": dict(zip(("x", "y", "mask"), views[1][:3])), "coil_maps": views[0][3]}
 
         def loss_fn():
-            img, ksp, _, _ = model.compute_ssl_losses(data)
+            img, ksp, _, _ = ssl_losses(model, data)
             return img + ksp
 
     @tf.function
@@ -211,7 +211,7 @@ def test_float16_convolutions_agree_with_float32():
 def test_mixed_precision_training_steps(precision):
     """bfloat16 trains directly; float16 goes through dynamic loss scaling, which halves the scale and skips the
     update when the scaled float16 gradients overflow (the original loss is a sum of order 1e5 here)."""
-    from feature_learning.train import compile_model
+    from utils.training import compile_model
     from reconstruction.train import build_recon_model
     from utils.schema import ExperimentConfig
 

@@ -14,11 +14,12 @@ import tensorflow as tf
 
 from conftest import fixtures_dir
 from evaluation.figures import save_loss_curves
-from feature_learning.model import FeatureNet
-from reconstruction.model import SSFLRecon
+from feature_learning.model import FeatureNet, FeatureObjective
+from reconstruction.model import SSFLObjective, SSFLRecon
 from reconstruction.pretrained import load_feature_weights
 from utils import mri
 from utils import training
+from utils.engine import Engine
 from utils.training import (NonFiniteLossError, ProgressLog, fit, load_checkpoint, read_summary,
                             save_weights_atomic)
 
@@ -60,11 +61,13 @@ def recon_data(n: int, seed: int = 0) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(lambda *a: np.stack(a), *examples))
 
 
-def new_feature_model(seed: int = 0, num_iter: int = 2) -> FeatureNet:
-    """A tiny compiled FE-Net; ``num_iter=1`` (encoder + projector only in train mode) halves the graph to trace for
-    tests that are about the training loop rather than the architecture."""
+def new_feature_model(seed: int = 0, num_iter: int = 2) -> Engine:
+    """A tiny compiled FE-Net engine; ``num_iter=1`` (encoder + projector only in train mode) halves the graph to
+    trace for tests that are about the training loop rather than the architecture."""
     keras.utils.set_random_seed(seed)
-    model = FeatureNet(num_iter, "vicreg", unet=SMALL_UNET)
+    network = FeatureNet(num_iter, "vicreg", unet=SMALL_UNET)
+    network.build_all()
+    model = Engine(network, FeatureObjective("vicreg"))
     model.build_all()
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.optimizer.build(model.trainable_variables)
@@ -109,10 +112,12 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 def _recon_model(tmp_path, fe_source=None, num_iter: int = 2):
     keras.utils.set_random_seed(1)
-    model = SSFLRecon(num_iter, "vicreg", unet=SMALL_UNET)
-    model.build_all()
+    network = SSFLRecon(num_iter, "vicreg", unet=SMALL_UNET)
+    network.build_all()
     if fe_source:
-        load_feature_weights(model.feature_extractor, fe_source)
+        load_feature_weights(network.feature_extractor, fe_source)
+    model = Engine(network, SSFLObjective())
+    model.build_all()
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     return model
 
@@ -122,14 +127,14 @@ def test_ssfl_two_steps_train_only_non_fe_weights(tmp_path):
     fe = new_feature_model(seed=5, num_iter=1)
     fit(fe, feature_data(1), epochs=1, steps_per_epoch=1, run_dir=tmp_path / "fe", verbose=0)
     model = _recon_model(tmp_path, str(tmp_path / "fe"), num_iter=1)
-    fe_before = [np.array(v) for v in model.feature_extractor.weights]
+    fe_before = [np.array(v) for v in model.network.feature_extractor.weights]
     np.testing.assert_array_equal(fe_before[0], np.array(fe.weights[0]))
     trainable_before = [np.array(v) for v in model.trainable_variables]
     history = fit(model, recon_data(2), epochs=1, steps_per_epoch=2, run_dir=tmp_path / "recon", verbose=0)
     assert np.isfinite(history.history["loss"][-1])
-    assert not any(v.trainable for v in model.feature_extractor.weights if "moving" not in v.path) or \
-        len(model.feature_extractor.trainable_variables) == 0
-    for before, var in zip(fe_before, model.feature_extractor.weights):
+    assert not any(v.trainable for v in model.network.feature_extractor.weights if "moving" not in v.path) or \
+        len(model.network.feature_extractor.trainable_variables) == 0
+    for before, var in zip(fe_before, model.network.feature_extractor.weights):
         np.testing.assert_array_equal(before, np.array(var), err_msg=f"FE weight {var.path} changed")
     changed = [not np.array_equal(b, np.array(v)) for b, v in zip(trainable_before, model.trainable_variables)]
     assert sum(changed) > 0.9 * len(changed)
