@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 MODELS = ("fe-vicreg", "fe-contrastive", "ssfl-recon")
 MODES = ("train", "infer")
 EXECS = ("eager", "graph", "jit")
+SWEEPS = ("small", "original", "all", "numerics", "gpu")
+NUMERICS = ("faithful", "fast")  # utils.fast_numerics.NUMERICS; a sweep's parent process does not import TensorFlow
 SMALL = (12, 96, 72, 8)
 ORIGINAL = (25, 176, 132, 15)
 
@@ -72,6 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", default="auto",
                         help="CPU thread pools as train.threads: auto (training without a GPU: the views share the "
                              "cores; inference: TensorFlow's defaults), tf, or INTRA,INTER")
+    parser.add_argument("--numerics", choices=NUMERICS, default="faithful",
+                        help="model.numerics: the original's operation order or the reordered fast kernels")
     parser.add_argument("--ablate", default="",
                         help="cost attribution only (the outputs are wrong): comma-separated layers to replace by "
                              "pass-throughs: norm, modrelu, pool (strided subsampling), dc")
@@ -81,8 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="synthetic data folder for --pipeline (default: a temporary folder)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of inputs and weights")
     parser.add_argument("--json", default="", help="write the result to this JSON file")
-    parser.add_argument("--sweep", choices=("small", "original", "all"), default=None,
-                        help="run a grid of configurations, one subprocess each, and write a markdown table")
+    parser.add_argument("--distribute", choices=("none", "mirrored"), default="none",
+                        help="mirrored: the step under MirroredStrategy over every GPU (each replica one example)")
+    parser.add_argument("--sweep", choices=SWEEPS, default=None,
+                        help="run a grid of configurations, one subprocess each, and write a markdown table; "
+                             "numerics: faithful and fast side by side with fast/faithful ratios; gpu: both stages, "
+                             "float32/bfloat16/float16, MirroredStrategy, original size (needs a GPU)")
     parser.add_argument("--out", default="runs/benchmark", help="sweep output folder (results.json, table.md)")
 
 
@@ -121,20 +129,49 @@ def ablate(parts: list[str]) -> None:
 
     if "norm" in parts:
         complex_layers.ComplexInstanceNorm.call_parts = lambda self, re, im: (re, im)
+        complex_layers.ComplexInstanceNorm.call_stacked = lambda self, x: x
     if "modrelu" in parts:
         complex_layers.ModReLU.call_parts = lambda self, re, im: (re, im)
+        complex_layers.ModReLU.call_stacked = lambda self, x: x
     if "pool" in parts:
         def subsample(self, re, im):
             pt, px, py = self.pool_size
             return re[:, ::pt, ::px, ::py], im[:, ::pt, ::px, ::py]
 
+        def subsample_stacked(self, x):
+            pt, px, py = self.pool_size
+            return x[:, ::pt, ::px, ::py]
+
         complex_layers.MagnitudeMaxPool3D.call_parts = subsample
+        complex_layers.MagnitudeMaxPool3D.call_stacked = subsample_stacked
     if "dc" in parts:
         data_consistency.DCGD.call = lambda self, x, kspace, mask, coil_maps: x
 
 
+def build_replicated(args, size):
+    """``--distribute mirrored``: the model built in the strategy's scope, every replica running the step on the
+    same example (the step time is that of one global batch of ``replicas`` examples)."""
+    import tensorflow as tf
+
+    from utils.distribute import get_strategy, model_scope
+
+    strategy = get_strategy(args.distribute)
+    single = argparse.Namespace(**{**vars(args), "distribute": "none", "exec_mode": "eager"})
+    with model_scope(strategy):
+        model, step, data = build(single, size)
+
+    def replicated(inputs):
+        return strategy.run(step, args=(inputs,))
+
+    if args.exec_mode == "eager":
+        return model, replicated, data
+    return model, tf.function(replicated, jit_compile=args.exec_mode == "jit"), data
+
+
 def build(args, size):
     """Model, the function to time and its argument."""
+    if getattr(args, "distribute", "none") != "none":
+        return build_replicated(args, size)
     import keras
     import numpy as np
     import tensorflow as tf
@@ -146,6 +183,7 @@ def build(args, size):
     cfg = ExperimentConfig()
     cfg.train.mixed_precision = args.mixed_precision
     cfg.model.num_iter = args.num_iter
+    cfg.model.numerics = getattr(args, "numerics", "faithful")
     cfg.train.recompute = bool(args.recompute)
     if args.model.startswith("fe-"):
         from feature_learning.train import build_feature_model
@@ -154,7 +192,9 @@ def build(args, size):
         cfg.model.feature_method = args.model[3:]
         model = build_feature_model(cfg)
         if args.mode == "train":
-            views = [random_view(rng, size) for _ in range(model.num_views)]
+            from feature_learning.losses import NUM_VIEWS
+
+            views = [random_view(rng, size) for _ in range(NUM_VIEWS[cfg.model.feature_method])]
             data = {"views": views}
         else:
             view = random_view(rng, size)
@@ -171,7 +211,7 @@ def build(args, size):
         else:
             data = random_view(rng, size)
     if args.mode == "train":
-        from feature_learning.train import compile_model
+        from utils.training import compile_model
 
         compile_model(model, cfg)
         fn = model.train_step
@@ -250,7 +290,8 @@ def run_one(args) -> dict:
         times.append(time.perf_counter() - t0)
     result = {
         "model": args.model, "mode": args.mode, "exec": args.exec_mode, "size": list(size),
-        "num_iter": args.num_iter, "recompute": bool(args.recompute), "mixed_precision": args.mixed_precision,
+        "num_iter": args.num_iter, "numerics": args.numerics, "recompute": bool(args.recompute),
+        "mixed_precision": args.mixed_precision, "distribute": args.distribute,
         "threads": args.threads, **pools, "ablate": ablated,
         "step_s": statistics.median(times), "steps_s": times, "warmup_s": warmup_s,
         "peak_rss_gib": _gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
@@ -262,8 +303,11 @@ def run_one(args) -> dict:
         "tensorflow": tf.__version__, "python": platform.python_version(),
     }
     if result["device"] == "GPU":
-        info = tf.config.experimental.get_memory_info("GPU:0")
-        result["gpu_peak_gib"] = info["peak"] / 2**30
+        peaks = [tf.config.experimental.get_memory_info(d.name.replace("/physical_device:", ""))["peak"]
+                 for d in tf.config.list_physical_devices("GPU")]
+        result["gpu_peak_gib"] = max(peaks) / 2**30
+        result["gpu_peaks_gib"] = [p / 2**30 for p in peaks]
+        result["gpus"] = len(peaks)
     if args.pipeline:
         if args.data_root:
             per_example = time_pipeline_for(args, size, args.data_root)
@@ -292,27 +336,78 @@ def sweep_grid(which: str) -> list[dict]:
             grid.append({"model": model, "mode": "train", "size": size, "exec": "graph"})
         grid.append({"model": "ssfl-recon", "mode": "train", "size": size, "exec": "graph", "recompute": True})
         grid.append({"model": "ssfl-recon", "mode": "infer", "size": size, "exec": "graph"})
+    if which == "numerics":  # faithful and fast next to each other, so both see the same machine load
+        small, original = ",".join(map(str, SMALL)), ",".join(map(str, ORIGINAL))
+        for model, mode, size in (("fe-vicreg", "train", small), ("ssfl-recon", "train", small),
+                                  ("ssfl-recon", "infer", original)):
+            for numerics in NUMERICS:
+                grid.append({"model": model, "mode": mode, "size": size, "exec": "graph", "numerics": numerics})
+    if which == "gpu":
+        size = ",".join(map(str, ORIGINAL))
+        for model in ("fe-vicreg", "ssfl-recon"):
+            for mode in MODES:
+                for precision in ("none", "bfloat16", "float16"):
+                    for numerics in NUMERICS:
+                        grid.append({"model": model, "mode": mode, "size": size, "exec": "graph",
+                                     "mixed_precision": precision, "numerics": numerics, "distribute": "mirrored"})
     return grid
 
 
+def require_gpu() -> None:
+    """``--sweep gpu`` needs a visible GPU: a clear error instead of a CPU run mislabelled as GPU figures."""
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        raise ValueError("--sweep gpu: no GPU is visible to TensorFlow (tf.config.list_physical_devices('GPU') is "
+                         f"empty; CPU: {cpu_description()}); run it on a machine with a GPU and CUDA")
+
+
+def ratio_rows(results: list[dict]) -> list[str]:
+    """``fast / faithful`` rows (step time and peak memory) for every configuration measured in both modes."""
+    def key(r):
+        return (r["model"], r["mode"], ",".join(map(str, r["size"])), r["exec"], r.get("mixed_precision", "none"),
+                r.get("distribute", "none"), bool(r.get("recompute")))
+
+    by_mode = {}
+    for r in results:
+        if "error" not in r:
+            by_mode.setdefault(key(r), {})[r.get("numerics", "faithful")] = r
+    lines = []
+    for k, pair in by_mode.items():
+        if "fast" in pair and "faithful" in pair:
+            fast, faithful = pair["fast"], pair["faithful"]
+            memory = "gpu_peak_gib" if "gpu_peak_gib" in fast else "peak_rss_gib"
+            lines.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | fast / faithful | "
+                         f"{fast['step_s'] / faithful['step_s']:.2f} | {fast[memory] / faithful[memory]:.2f} | |")
+    return lines
+
+
 def markdown(results: list[dict]) -> str:
-    lines = ["| model | mode | size T,X,Y,C | exec | options | step (s) | peak RSS (GiB) | pipeline (s/example, "
-             "share of step) |", "|---|---|---|---|---|---|---|---|"]
+    memory = "peak GPU memory (GiB)" if any("gpu_peak_gib" in r for r in results) else "peak RSS (GiB)"
+    lines = [f"| model | mode | size T,X,Y,C | exec | numerics | options | step (s) | {memory} | pipeline "
+             "(s/example, share of step) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['mode']} | {r['size']} | {r['exec']} | "
-                         f"{r.get('options', '')} | failed: {r['error']} | | |")
+            lines.append(f"| {r['model']} | {r['mode']} | {r['size']} | {r['exec']} | {r.get('numerics', 'faithful')} "
+                         f"| {r.get('options', '')} | failed: {r['error']} | | |")
             continue
         pools = ([f"threads {r.get('intra_op_threads') or 'default'}/{r.get('inter_op_threads') or 'default'}"]
                  if r.get("intra_op_threads") or r.get("inter_op_threads") else [])
         opts = ", ".join(([] if not r.get("recompute") else ["recompute"])
                          + ([] if r.get("mixed_precision", "none") == "none" else [r["mixed_precision"]])
-                         + pools + ([f"ablate {'+'.join(r['ablate'])}"] if r.get("ablate") else [])) or "-"
+                         + pools + ([f"ablate {'+'.join(r['ablate'])}"] if r.get("ablate") else [])
+                         + ([f"{r['distribute']} x{r.get('gpus', '?')}"] if r.get("distribute", "none") != "none"
+                            else [])) or "-"
         size = ",".join(map(str, r["size"]))
         pipe = (f"{r['pipeline_s_per_example']:.3f} ({100 * r['pipeline_fraction_of_step']:.0f} %)"
                 if "pipeline_s_per_example" in r else "")
-        lines.append(f"| {r['model']} | {r['mode']} | {size} | {r['exec']} | {opts} | {r['step_s']:.3f} | "
-                     f"{r['peak_rss_gib']:.2f} | {pipe} |")
+        mem = r.get("gpu_peak_gib", r["peak_rss_gib"])
+        lines.append(f"| {r['model']} | {r['mode']} | {size} | {r['exec']} | {r.get('numerics', 'faithful')} | "
+                     f"{opts} | {r['step_s']:.3f} | {mem:.2f} | {pipe} |")
+    ratios = ratio_rows(results)
+    if ratios:
+        lines += ["", "| model | mode | size T,X,Y,C | exec | ratio | step | peak memory | |",
+                  "|---|---|---|---|---|---|---|---|", *ratios]
     cpus = sorted({r["cpu"] for r in results if r.get("cpu")})
     if cpus:  # absolute times only mean something next to the machine they were measured on
         lines += ["", f"CPU: {'; '.join(cpus)}."]
@@ -322,6 +417,8 @@ def markdown(results: list[dict]) -> str:
 def run_sweep(args) -> int:
     from utils.io import atomic_write_text
 
+    if args.sweep == "gpu":
+        require_gpu()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -331,6 +428,9 @@ def run_sweep(args) -> int:
         cmd = [sys.executable, "-m", "scripts.cli", "benchmark", "--model", item["model"], "--mode", item["mode"],
                "--size", item["size"], "--exec", item["exec"], "--steps", str(args.steps),
                "--warmup", str(args.warmup), "--num-iter", str(args.num_iter), "--json", json_path]
+        for option in ("numerics", "mixed_precision", "distribute"):
+            if option in item:
+                cmd += [f"--{option.replace('_', '-')}", item[option]]
         if item.get("recompute"):
             cmd.append("--recompute")
         if item.get("pipeline"):

@@ -260,7 +260,9 @@ def test_unavailable_conv_dtype_is_a_clear_error(monkeypatch):
     from reconstruction.train import build_recon_model
     from utils.schema import ExperimentConfig
 
-    monkeypatch.setattr(cl, "conv_dtype_available", lambda dtype: False)
+    from utils import complex_ops
+
+    monkeypatch.setattr(complex_ops, "conv_dtype_available", lambda dtype: False)
     cfg = ExperimentConfig(stage="recon")
     cfg.train.mixed_precision = "bfloat16"
     with pytest.raises(ValueError, match="train.mixed_precision=bfloat16: this machine's TensorFlow kernels have no"):
@@ -284,11 +286,48 @@ def test_benchmark_table_names_the_thread_pools():
            "peak_rss_gib": 1.25, "intra_op_threads": 1, "inter_op_threads": 2}
     default = {**row, "intra_op_threads": 0, "inter_op_threads": 0, "recompute": True}
     lines = markdown([row, default]).splitlines()
-    assert lines[2] == "| fe-vicreg | train | 12,96,72,8 | graph | threads 1/2 | 0.500 | 1.25 |  |"
-    assert lines[3] == "| fe-vicreg | train | 12,96,72,8 | graph | recompute | 0.500 | 1.25 |  |"
+    assert lines[2] == "| fe-vicreg | train | 12,96,72,8 | graph | faithful | threads 1/2 | 0.500 | 1.25 |  |"
+    assert lines[3] == "| fe-vicreg | train | 12,96,72,8 | graph | faithful | recompute | 0.500 | 1.25 |  |"
     assert len(lines) == 4  # no CPU recorded, no CPU line
     named = markdown([{**row, "cpu": "Some CPU, AVX2/FMA, 2 cores"}]).splitlines()
     assert named[-1] == "CPU: Some CPU, AVX2/FMA, 2 cores."
+
+
+def test_benchmark_numerics_sweep_pairs_modes_and_prints_ratios():
+    from scripts.benchmark import markdown, sweep_grid
+
+    grid = sweep_grid("numerics")
+    assert [(g["model"], g["mode"], g["numerics"]) for g in grid[:2]] == [("fe-vicreg", "train", "faithful"),
+                                                                          ("fe-vicreg", "train", "fast")]
+    assert {(g["model"], g["mode"], g["size"]) for g in grid} == {
+        ("fe-vicreg", "train", "12,96,72,8"), ("ssfl-recon", "train", "12,96,72,8"),
+        ("ssfl-recon", "infer", "25,176,132,15")}
+    row = {"model": "ssfl-recon", "mode": "train", "size": [12, 96, 72, 8], "exec": "graph", "step_s": 2.0,
+           "peak_rss_gib": 2.0, "numerics": "faithful"}
+    lines = markdown([row, {**row, "numerics": "fast", "step_s": 1.0, "peak_rss_gib": 1.5}]).splitlines()
+    assert lines[3] == "| ssfl-recon | train | 12,96,72,8 | graph | fast | - | 1.000 | 1.50 |  |"
+    assert lines[-1] == "| ssfl-recon | train | 12,96,72,8 | graph | fast / faithful | 0.50 | 0.75 | |"
+
+
+def test_benchmark_gpu_sweep_needs_a_gpu(capsys, tmp_path):
+    from scripts.benchmark import sweep_grid
+
+    grid = sweep_grid("gpu")
+    assert {g["mixed_precision"] for g in grid} == {"none", "bfloat16", "float16"}
+    assert {(g["model"], g["mode"]) for g in grid} == {(m, s) for m in ("fe-vicreg", "ssfl-recon")
+                                                       for s in ("train", "infer")}
+    assert all(g["distribute"] == "mirrored" and g["size"] == "25,176,132,15" for g in grid)
+    if not tf.config.list_physical_devices("GPU"):
+        assert main(["benchmark", "--sweep", "gpu", "--out", str(tmp_path)]) == 2
+        assert "--sweep gpu: no GPU is visible to TensorFlow" in capsys.readouterr().err
+        assert not any(tmp_path.iterdir())
+
+
+def test_benchmark_fast_numerics_runs(tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["benchmark", "--model", "ssfl-recon", "--mode", "infer", "--size", "8,16,12,2", "--steps", "1",
+                 "--warmup", "1", "--numerics", "fast", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["numerics"] == "fast"
 
 
 def test_ablate_names_are_checked():

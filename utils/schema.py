@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from utils.complex_layers import POOL_GRADIENTS
 from utils.config import ConfigError
+from utils.fast_numerics import NUMERICS
 
 DATA_SOURCES = ("synthetic", "original", "h5")
 FEATURE_METHODS = ("vicreg", "contrastive")
@@ -117,6 +118,8 @@ class ModelConfig:
     num_iter: unrolled iterations. filters, num_levels, layers_per_level, kernel_size_2d, kernel_size_t,
     pool_size: the complex 2D+t UNet. feature_method: ``vicreg`` | ``contrastive``. feature_loss: ``original`` |
     ``standard`` (stage 1). recon_loss: ``original`` | ``normalized`` (stage 2). projector_units: MLP width.
+    numerics: ``faithful`` (the original's operation order, bit for bit) or ``fast`` (the same UNets, weights and
+    checkpoints with reordered float32 arithmetic, ``utils/fast_numerics.py``; equal up to rounding).
 
     method: what ``train-recon`` trains (``reconstruction/methods.py``): ``ssfl-recon`` (the paper; FE from
     ``feature_method``), ``supervised`` (the unrolled net without features, loss to the fully sampled image),
@@ -166,6 +169,7 @@ class ModelConfig:
     dual_unet_filters: int = 64
     dual_unet_levels: int = 4
     pool_gradient: str = "optox"
+    numerics: str = "faithful"
     dual_unet_dropout: float = 0.3
     dual_unet_dropout_levels: list[int] = field(default_factory=lambda: [0, 1, 3])
     dual_unet_output: str = "complex"
@@ -204,6 +208,8 @@ class ModelConfig:
         if self.pool_gradient not in POOL_GRADIENTS:
             raise ConfigError(f"model.pool_gradient: expected one of {list(POOL_GRADIENTS)}, "
                               f"got {self.pool_gradient!r}")
+        if self.numerics not in NUMERICS:
+            raise ConfigError(f"model.numerics: expected one of {list(NUMERICS)}, got {self.numerics!r}")
         self._validate_dual_unet()
         self._validate_ddei()
 
@@ -245,7 +251,7 @@ class ModelConfig:
         return dict(filters=self.filters, num_levels=self.num_levels, layers_per_level=self.layers_per_level,
                     kernel_size_2d=tuple(self.kernel_size_2d), kernel_size_t=tuple(self.kernel_size_t),
                     pool_size=tuple(self.pool_size), conv_dtype=None if mixed_precision == "none" else mixed_precision,
-                    pool_gradient=self.pool_gradient)
+                    pool_gradient=self.pool_gradient, numerics=self.numerics)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
+from utils import fast_numerics
 from utils.complex_layers import (
     PACKAGE,
     ComplexConv3D,
@@ -32,6 +33,7 @@ from utils.complex_layers import (
     pad_to_multiple,
     split,
 )
+from utils.fast_numerics import check_numerics
 
 
 class _Stage(keras.layers.Layer):
@@ -51,12 +53,29 @@ class _Stage(keras.layers.Layer):
             re, im = _call_parts(op, re, im)
         return re, im
 
+    def call_stacked(self, x, groups=None):
+        for op in self.ops:
+            x = _call_stacked(op, x, groups)
+            groups = None
+        return x
+
 
 def _call_parts(layer: keras.layers.Layer, re: tf.Tensor, im: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """``layer.call_parts`` (builds the layer first when needed: call_parts bypasses Keras' ``__call__``)."""
     if not layer.built:
         layer.build(re.shape)
     return layer.call_parts(re, im)
+
+
+def _call_stacked(layer: keras.layers.Layer, x: tf.Tensor, groups=None) -> tf.Tensor:
+    """``layer.call_stacked`` (``numerics: fast``); ``groups`` (concatenated inputs) only for convolutions."""
+    if not layer.built:
+        raise ValueError(f"{layer.name}: build the UNet before calling it with numerics 'fast'")
+    if isinstance(layer, ComplexConv3D):
+        return layer.call_stacked(x, groups)
+    if groups is not None:
+        raise ValueError(f"{layer.name}: concatenated inputs must go to a convolution first")
+    return layer.call_stacked(x)
 
 
 def _conv_block(filters: int, kernel_size, conv_dtype: str | None) -> list[keras.layers.Layer]:
@@ -79,6 +98,9 @@ class ComplexUNet2Dt(keras.layers.Layer):
         conv_dtype: None (float32) or "float16"/"bfloat16" for the convolutions (mixed precision).
         pool_gradient: gradient of the magnitude max-poolings: ``complex`` (true derivative) or ``optox`` (the
             original's; see :class:`~utils.complex_layers.MagnitudeMaxPool3D`). The forward pass is the same.
+        numerics: ``faithful`` (the original's operation order, bit for bit) or ``fast`` (the same network with
+            reordered arithmetic on channel-stacked real tensors, utils/fast_numerics.py: equal up to float32
+            rounding, not bit for bit). The weights are the same in both.
         **kwargs: passed to ``keras.layers.Layer``.
 
     Call: ``unet(x)`` or ``unet(x, feature)`` with x complex (B,T,X,Y,C) and feature complex
@@ -88,8 +110,10 @@ class ComplexUNet2Dt(keras.layers.Layer):
     def __init__(self, filters: int = 12, num_levels: int = 2, layers_per_level: int = 1,
                  kernel_size_2d: Sequence[int] = (1, 5, 5), kernel_size_t: Sequence[int] = (3, 1, 1),
                  pool_size: Sequence[int] = (2, 2, 2), output_channels: int = 1, feature_channels: int = 0,
-                 conv_dtype: str | None = None, pool_gradient: str = "complex", **kwargs):
+                 conv_dtype: str | None = None, pool_gradient: str = "complex", numerics: str = "faithful",
+                 **kwargs):
         super().__init__(**kwargs)
+        check_numerics(numerics)
         if num_levels < 1 or layers_per_level < 1 or filters < 1:
             raise ValueError(
                 f"filters, num_levels, layers_per_level must be >= 1, received {filters}, {num_levels}, "
@@ -105,6 +129,7 @@ class ComplexUNet2Dt(keras.layers.Layer):
         self.feature_channels = int(feature_channels)
         self.conv_dtype = conv_dtype
         self.pool_gradient = pool_gradient
+        self.numerics = numerics
         self.pad_factors = tuple(p ** self.num_levels for p in self.pool_size)
 
         self.encoder = []
@@ -149,6 +174,15 @@ class ComplexUNet2Dt(keras.layers.Layer):
     def encode(self, x: tf.Tensor) -> tuple[tf.Tensor, list, tf.Tensor]:
         """Pads ``x`` and runs the encoder. Returns (bottleneck input (complex), skips (opaque), paddings)."""
         x, paddings = pad_to_multiple(x, self.pad_factors)
+        if self.numerics == "fast":
+            x = fast_numerics.stack(x)
+            skips = []
+            for stage in self.encoder:
+                for op in stage.ops[:-1]:
+                    x = _call_stacked(op, x)
+                skips.append(x)
+                x = _call_stacked(stage.ops[-1], x)
+            return fast_numerics.unstack(x), skips, paddings
         parts = split(x)
         skips = []
         for stage in self.encoder:
@@ -161,19 +195,35 @@ class ComplexUNet2Dt(keras.layers.Layer):
     def decode(self, encoded: tf.Tensor, skips: list[tf.Tensor], paddings: tf.Tensor,
                feature: tf.Tensor | None = None) -> tf.Tensor:
         """Bottleneck (with the optional external feature), decoder, output conv, crop."""
+        if self.feature_channels and feature is None:
+            raise ValueError(f"{self.name}: this UNet expects a bottleneck feature with "
+                             f"{self.feature_channels} channels, received none")
+        if not self.feature_channels and feature is not None:
+            raise ValueError(f"{self.name}: feature_channels=0 but a feature was passed")
+        if self.numerics == "fast":
+            return self._decode_stacked(encoded, skips, paddings, feature)
         re, im = split(encoded)
         if self.feature_channels:
-            if feature is None:
-                raise ValueError(f"{self.name}: this UNet expects a bottleneck feature with "
-                                 f"{self.feature_channels} channels, received none")
             f_re, f_im = split(feature)
             re, im = tf.concat([re, f_re], axis=-1), tf.concat([im, f_im], axis=-1)
-        elif feature is not None:
-            raise ValueError(f"{self.name}: feature_channels=0 but a feature was passed")
         re, im = self.bottleneck.call_parts(re, im)
         for stage, (skip_re, skip_im) in zip(self.decoder, reversed(skips)):
             re, im = stage.call_parts(tf.concat([re, skip_re], axis=-1), tf.concat([im, skip_im], axis=-1))
         return crop_padding(join(*_call_parts(self.out_layer, re, im)), paddings)
+
+    def _decode_stacked(self, encoded, skips, paddings, feature):
+        x, groups = fast_numerics.stack(encoded), None
+        if self.feature_channels:
+            groups = [int(encoded.shape[-1]), self.feature_channels]
+            x = fast_numerics.concat([x, fast_numerics.stack(feature)])
+        x = self.bottleneck.call_stacked(x, groups)
+        previous = self.bottleneck
+        for stage, skip in zip(self.decoder, reversed(skips)):
+            upsampled = previous.ops[-1].filters
+            groups = [upsampled, int(stage.ops[0].kernel.shape[-3]) - upsampled]
+            x = stage.call_stacked(fast_numerics.concat([x, skip]), groups)
+            previous = stage
+        return crop_padding(fast_numerics.unstack(_call_stacked(self.out_layer, x)), paddings)
 
     def call(self, x, feature=None):
         encoded, skips, paddings = self.encode(x)
@@ -218,6 +268,7 @@ class ComplexUNet2Dt(keras.layers.Layer):
             "kernel_size_t": self.kernel_size_t, "pool_size": self.pool_size,
             "output_channels": self.output_channels, "feature_channels": self.feature_channels,
             "conv_dtype": self.conv_dtype, "pool_gradient": self.pool_gradient,
+            "numerics": self.numerics,
         }
 
     def original_variables(self) -> dict[str, keras.Variable]:

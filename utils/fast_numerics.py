@@ -1,0 +1,208 @@
+"""``numerics: fast``: the UNet's complex layers on channel-stacked real tensors.
+
+A complex tensor of C channels is carried as one real tensor of 2C channels, ``[re_0..re_{C-1}, im_0..im_{C-1}]``
+(the "stacked" layout), from the UNet's input to its output. Every layer keeps its weights (same variables, shapes
+and names as ``numerics: faithful``), only the arithmetic is reordered:
+
+* convolution: one real convolution over 2C channels with the block kernel ``[[Wr, Wi], [-Wi, Wr]]`` (rows: input
+  re/im, columns: output re/im) instead of four C-channel ones and two sums. Same FLOPs, one larger (more
+  efficient) convolution, no separate combination passes. Concatenated inputs (decoder skips, the bottleneck
+  feature) stay as they are: the block kernel's rows follow the groups' layout.
+* instance norm: the per-channel statistics of all 2C channels in one pass, as a Gram matrix ``X^T X`` (a
+  matrix product, no full-size temporaries), and the 2x2 whitening applied as one (2C x 2C) matrix product.
+  The variances come from ``E[x x^T] - mean mean^T`` (one pass instead of two; float32 cancellation stays near
+  1e-7 relative for the UNets' activations, which are centred by the previous norm up to a bias).
+* ModReLU: the magnitude from the re/im axis of a free reshape; the gain broadcast over it.
+* magnitude max-pooling: one axis at a time on free reshapes (no 8-d window transpose); the first maximum of
+  each window is found by the same ordering rule as the faithful layer.
+
+Results match ``faithful`` up to float32 rounding (tests/test_numerics_fast.py states the tolerances); they are not
+bit-identical, and a near-tie in a max-pooling window can select the other element.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow as tf
+
+from utils.complex_ops import MODRELU_EPS, _after, _to
+
+NUMERICS = ("faithful", "fast")
+
+
+def check_numerics(numerics: str, what: str = "numerics") -> None:
+    """ValueError naming ``what`` unless ``numerics`` is one of :data:`NUMERICS`."""
+    if numerics not in NUMERICS:
+        raise ValueError(f"{what}: expected one of {list(NUMERICS)}, received {numerics!r}")
+
+
+def stack(x: tf.Tensor) -> tf.Tensor:
+    """Complex (…, C) -> real (…, 2C) ``[re, im]``."""
+    return tf.concat([tf.math.real(x), tf.math.imag(x)], axis=-1)
+
+
+def unstack(x: tf.Tensor) -> tf.Tensor:
+    """Real (…, 2C) ``[re, im]`` -> complex (…, C)."""
+    re, im = tf.split(x, 2, axis=-1)
+    return tf.complex(re, im)
+
+
+def concat(parts: Sequence[tf.Tensor]) -> tf.Tensor:
+    """Channel concatenation of stacked tensors; the result has the groups' layout ``[re_a, im_a, re_b, im_b]``,
+    which :func:`conv3d` and :func:`conv3d_transpose` take through their ``groups`` argument."""
+    return tf.concat(list(parts), axis=-1)
+
+
+def block_kernel(kernel: tf.Tensor, groups: Sequence[int] | None = None) -> tf.Tensor:
+    """Real kernel (…, 2cin, 2cout) of a complex kernel (…, cin, cout, 2) for stacked inputs.
+
+    ``groups``: channel counts of the concatenated complex inputs (default: one group of cin); the input layout is
+    ``[re_g, im_g]`` per group, the output ``[re, im]``.
+    """
+    w_re, w_im = kernel[..., 0], kernel[..., 1]
+    groups = [int(kernel.shape[-3])] if groups is None else list(groups)
+    rows, start = [], 0
+    for size in groups:
+        g_re, g_im = w_re[..., start:start + size, :], w_im[..., start:start + size, :]
+        # x_re feeds out_re through Wr and out_im through Wi; x_im feeds out_re through -Wi and out_im through Wr.
+        rows += [tf.concat([g_re, g_im], axis=-1), tf.concat([-g_im, g_re], axis=-1)]
+        start += size
+    return tf.concat(rows, axis=-2)
+
+
+def _stacked_bias(bias: tf.Tensor) -> tf.Tensor:
+    return tf.concat([bias[:, 0], bias[:, 1]], axis=0)
+
+
+def conv3d(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor | None = None, groups: Sequence[int] | None = None,
+           conv_dtype: str | None = None) -> tf.Tensor:
+    """'same' complex convolution of a stacked x (B,T,X,Y,2cin) with kernel (kt,kx,ky,cin,cout,2), optional
+    complex bias (cout, 2); returns stacked (B,T,X,Y,2cout)."""
+    w = block_kernel(tf.cast(kernel, x.dtype), groups)
+    y = tf.nn.conv3d(_to(x, conv_dtype), _to(w, conv_dtype), strides=[1, 1, 1, 1, 1], padding="SAME")
+    if conv_dtype is not None:
+        y = tf.cast(y, x.dtype)
+    if bias is not None:
+        y = tf.nn.bias_add(y, _stacked_bias(tf.cast(bias, x.dtype)))
+    return y
+
+
+def conv3d_transpose(x: tf.Tensor, kernel: tf.Tensor, strides: Sequence[int], bias: tf.Tensor | None = None,
+                     conv_dtype: str | None = None) -> tf.Tensor:
+    """Adjoint complex convolution (``conj(W)``) of a stacked x (B,T,X,Y,2cin) with kernel (kt,kx,ky,cout,cin,2)
+    and stride; returns stacked (B,T*st,X*sx,Y*sy,2cout)."""
+    kernel = tf.cast(kernel, x.dtype)
+    w_re, w_im = kernel[..., 0], kernel[..., 1]
+    # conj(W): out_re = x_re Wr + x_im Wi, out_im = x_im Wr - x_re Wi (filter layout (…, out, in)).
+    w = tf.concat([tf.concat([w_re, w_im], axis=-1), tf.concat([-w_im, w_re], axis=-1)], axis=-2)
+    shape = tf.shape(x)
+    cout = int(kernel.shape[-3])
+    out_shape = tf.stack([shape[0], shape[1] * strides[0], shape[2] * strides[1], shape[3] * strides[2], 2 * cout])
+    y = tf.nn.conv3d_transpose(_to(x, conv_dtype), _to(w, conv_dtype), out_shape, strides=[1, *strides, 1],
+                               padding="SAME")
+    if conv_dtype is not None:
+        y = tf.cast(y, x.dtype)
+    if bias is not None:
+        y = tf.nn.bias_add(y, _stacked_bias(tf.cast(bias, x.dtype)))
+    return y
+
+
+def _pairs(x: tf.Tensor) -> tf.Tensor:
+    """(…, 2C) -> (M, 2, C): a free reshape exposing the re/im axis (rank 3: TensorFlow broadcasts those fast)."""
+    channels = tf.shape(x)[-1] // 2
+    return tf.reshape(x, [-1, 2, channels])
+
+
+@tf.custom_gradient
+def _modrelu(x: tf.Tensor, bias: tf.Tensor):
+    pairs = _pairs(x)
+    magnitude = tf.sqrt(tf.reduce_sum(tf.square(pairs), axis=1, keepdims=True) + MODRELU_EPS)
+    y = tf.reshape(pairs * (tf.nn.relu(magnitude + bias) / magnitude), tf.shape(x))
+
+    def grad(g):
+        # As utils/complex_ops.modrelu_parts: only the input is kept, the magnitude is recomputed; with
+        # h = relu(m + b) / m and r = Re(conj(G) z): dL/dz = h G - b 1[m + b > 0] r z / m^3.
+        (x_pairs,) = _after((g,), pairs)
+        g_pairs = _pairs(g)
+        inv_m = tf.math.rsqrt(tf.reduce_sum(tf.square(x_pairs), axis=1, keepdims=True) + MODRELU_EPS)
+        shifted = 1.0 + bias * inv_m
+        active = tf.cast(shifted > 0, x.dtype)
+        r = tf.reduce_sum(g_pairs * x_pairs, axis=1, keepdims=True)
+        k = -bias * active * r * (inv_m * inv_m * inv_m)
+        dx = tf.nn.relu(shifted) * g_pairs + k * x_pairs
+        db = tf.reduce_sum(active * r * inv_m, axis=[0, 1])
+        return tf.reshape(dx, tf.shape(x)), db
+
+    return y, grad
+
+
+def modrelu(x: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
+    """``relu(|z| + b) * z / |z|`` (``|z| = sqrt(|z|^2 + 1e-9)``) on a stacked x (…, 2C); bias (C,)."""
+    return _modrelu(x, tf.cast(bias, x.dtype))
+
+
+def _whitening(v_rr, v_ii, v_ri):
+    sqrt_det = tf.sqrt(v_rr * v_ii - v_ri * v_ri)
+    denom = sqrt_det * tf.sqrt(v_rr + 2.0 * sqrt_det + v_ii)
+    return (v_ii + sqrt_det) / denom, (v_rr + sqrt_det) / denom, -v_ri / denom
+
+
+def instance_norm(x: tf.Tensor, epsilon: float = 1e-4) -> tf.Tensor:
+    """Complex instance norm (centre over (T,X,Y), whiten the 2x2 covariance) of a stacked x (B,T,X,Y,2C).
+
+    Statistics by one Gram-matrix product, the whitening by another: both are (N x 2C)-by-(2C x 2C) products,
+    memory-bound single passes; their gradients (automatic differentiation) are products of the same kind.
+    """
+    shape = tf.shape(x)
+    two_c = shape[-1]
+    channels = int(x.shape[-1]) // 2 if x.shape[-1] is not None else two_c // 2
+    flat = tf.reshape(x, [shape[0], -1, two_c])  # (B, N, 2C)
+    n = tf.cast(tf.shape(flat)[1], x.dtype)
+    mean = tf.reduce_mean(flat, axis=1, keepdims=True)  # (B, 1, 2C)
+    gram = tf.matmul(flat, flat, transpose_a=True) / n  # (B, 2C, 2C)
+    diag = tf.linalg.diag_part(gram) - tf.square(mean[:, 0])  # (B, 2C): biased variances
+    cross = tf.linalg.diag_part(gram[:, :channels, channels:]) - mean[:, 0, :channels] * mean[:, 0, channels:]
+    w_rr, w_ii, w_ri = _whitening(diag[:, :channels] + epsilon, diag[:, channels:] + epsilon, cross)
+    # y_re = c_re w_rr + c_im w_ri, y_im = c_re w_ri + c_im w_ii as one (2C x 2C) matrix [[D_rr, D_ri], [D_ri, D_ii]].
+    d_rr, d_ii, d_ri = tf.linalg.diag(w_rr), tf.linalg.diag(w_ii), tf.linalg.diag(w_ri)
+    matrix = tf.concat([tf.concat([d_rr, d_ri], axis=2), tf.concat([d_ri, d_ii], axis=2)], axis=1)
+    offset = -tf.matmul(mean, matrix)  # (B, 1, 2C)
+    return tf.reshape(tf.matmul(flat, matrix) + offset, shape)
+
+
+def _pool_axis(x: tf.Tensor, axis: int, size: int) -> tf.Tensor:
+    """Magnitude max-pooling of a stacked (B,T,X,Y,2C) x along one of the axes 1..3 (its length a multiple of
+    ``size``); the first maximum wins. Rank-5 tensors only (TensorFlow's broadcasting stops at rank 5)."""
+    shape = tf.shape(x)
+    channels = shape[4] // 2
+    pre = tf.reduce_prod(shape[:axis]) * (shape[axis] // size)
+    post = tf.reduce_prod(shape[axis + 1:4])
+    values = tf.reshape(x, [pre, size, post, 2, channels])
+    amplitude = tf.reduce_sum(tf.square(values), axis=3)  # (pre, size, post, C)
+    is_max = tf.equal(amplitude, tf.reduce_max(amplitude, axis=1, keepdims=True))
+    # Earlier positions get larger scores: the largest score among the maxima marks the first one.
+    order = tf.reshape(tf.range(size, 0, -1, dtype=x.dtype), [1, size, 1, 1])
+    score = tf.where(is_max, order, tf.zeros_like(order))
+    select = tf.cast(tf.equal(score, tf.reduce_max(score, axis=1, keepdims=True)), x.dtype)
+    out = tf.reduce_sum(values * tf.expand_dims(select, 3), axis=1)  # (pre, post, 2, C)
+    return tf.reshape(out, tf.tensor_scatter_nd_update(shape, [[axis]], [shape[axis] // size]))
+
+
+def max_pool(x: tf.Tensor, pool_size: Sequence[int], gradient: str = "complex") -> tf.Tensor:
+    """Magnitude max-pooling of a stacked x (B,T,X,Y,2C) over non-overlapping windows ('same' padding at the
+    end); the first maximum in (t, x, y) window order wins, an all-zero window gives 0; ``gradient`` as
+    :class:`~utils.complex_layers.MagnitudeMaxPool3D`.
+
+    The window's maximum is found one axis at a time (y, then x, then t): the maximum of the row maxima is the
+    window's maximum, and taking the first maximum along each axis picks the first in (t, x, y) row-major order.
+    """
+    shape = tf.shape(x)
+    sizes = [-(-shape[i + 1] // p) * p - shape[i + 1] for i, p in enumerate(pool_size)]
+    x = tf.pad(x, [[0, 0], [0, sizes[0]], [0, sizes[1]], [0, sizes[2]], [0, 0]])
+    for axis in (3, 2, 1):
+        if pool_size[axis - 1] > 1:
+            x = _pool_axis(x, axis, pool_size[axis - 1])
+    if gradient == "optox":  # the imaginary part of the upstream gradient is dropped
+        re, im = tf.split(x, 2, axis=-1)
+        x = tf.concat([re, tf.stop_gradient(im)], axis=-1)
+    return x
