@@ -12,7 +12,8 @@ and names as ``numerics: faithful``), only the arithmetic is reordered:
   matrix product, no full-size temporaries), and the 2x2 whitening applied as one (2C x 2C) matrix product.
   The variances come from ``E[x x^T] - mean mean^T`` (one pass instead of two; float32 cancellation stays near
   1e-7 relative for the UNets' activations, which are centred by the previous norm up to a bias).
-* ModReLU: the magnitude from the re/im axis of a free reshape; the gain broadcast over it.
+* ModReLU: the magnitudes of all channels by one (2C x C) product, a hand-written backward that keeps only the
+  input (as the faithful layer).
 * magnitude max-pooling: one axis at a time on free reshapes (no 8-d window transpose); the first maximum of
   each window is found by the same ordering rule as the faithful layer.
 
@@ -107,31 +108,34 @@ def conv3d_transpose(x: tf.Tensor, kernel: tf.Tensor, strides: Sequence[int], bi
     return y
 
 
-def _pairs(x: tf.Tensor) -> tf.Tensor:
-    """(…, 2C) -> (M, 2, C): a free reshape exposing the re/im axis (rank 3: TensorFlow broadcasts those fast)."""
-    channels = tf.shape(x)[-1] // 2
-    return tf.reshape(x, [-1, 2, channels])
+def _pair_sum(channels: int, dtype) -> tf.Tensor:
+    """(2C, C) matrix summing the re and im channel of each complex channel: ``(x * x) @ S = |z|^2``."""
+    eye = tf.eye(channels, dtype=dtype)
+    return tf.concat([eye, eye], axis=0)
 
 
 @tf.custom_gradient
 def _modrelu(x: tf.Tensor, bias: tf.Tensor):
-    pairs = _pairs(x)
-    magnitude = tf.sqrt(tf.reduce_sum(tf.square(pairs), axis=1, keepdims=True) + MODRELU_EPS)
-    y = tf.reshape(pairs * (tf.nn.relu(magnitude + bias) / magnitude), tf.shape(x))
+    channels = int(bias.shape[0])
+    flat = tf.reshape(x, [-1, 2 * channels])
+    pair_sum = _pair_sum(channels, x.dtype)
+    # |z|^2 per complex channel as a (2C x C) product: one read, no re/im slices or middle-axis reductions.
+    magnitude = tf.sqrt(tf.matmul(tf.square(flat), pair_sum) + MODRELU_EPS)
+    gain = tf.nn.relu(magnitude + bias) / magnitude
+    y = tf.reshape(flat * tf.tile(gain, [1, 2]), tf.shape(x))
 
     def grad(g):
         # As utils/complex_ops.modrelu_parts: only the input is kept, the magnitude is recomputed; with
         # h = relu(m + b) / m and r = Re(conj(G) z): dL/dz = h G - b 1[m + b > 0] r z / m^3.
-        (x_pairs,) = _after((g,), pairs)
-        g_pairs = _pairs(g)
-        inv_m = tf.math.rsqrt(tf.reduce_sum(tf.square(x_pairs), axis=1, keepdims=True) + MODRELU_EPS)
+        (x_flat,) = _after((g,), flat)
+        g_flat = tf.reshape(g, [-1, 2 * channels])
+        inv_m = tf.math.rsqrt(tf.matmul(tf.square(x_flat), pair_sum) + MODRELU_EPS)
         shifted = 1.0 + bias * inv_m
         active = tf.cast(shifted > 0, x.dtype)
-        r = tf.reduce_sum(g_pairs * x_pairs, axis=1, keepdims=True)
+        r = tf.matmul(g_flat * x_flat, pair_sum)
         k = -bias * active * r * (inv_m * inv_m * inv_m)
-        dx = tf.nn.relu(shifted) * g_pairs + k * x_pairs
-        db = tf.reduce_sum(active * r * inv_m, axis=[0, 1])
-        return tf.reshape(dx, tf.shape(x)), db
+        dx = tf.tile(tf.nn.relu(shifted), [1, 2]) * g_flat + tf.tile(k, [1, 2]) * x_flat
+        return tf.reshape(dx, tf.shape(x)), tf.reduce_sum(active * r * inv_m, axis=0)
 
     return y, grad
 
