@@ -247,7 +247,9 @@ def recon_dataset(cfg: DataConfig, split: str = "train", seed: int | None = None
 
     The acquisition is the base mask (``data.mask_kind`` at ``start_r``, seed 10; with ``data.masks:
     prospective`` the case's stored prospective mask); each view multiplies it by a re-undersampling mask with R
-    on the grid of ``train_r`` (training) or at ``val_r`` (``val``/``test``), the two views with different masks.
+    on the grid of ``train_r`` (training) or at ``val_r`` (``val``/``test``; on the grid of ``val_r_range`` when set),
+    the two views with different masks; ``val_redraw`` draws the validation masks anew on every pass (as the
+    original), otherwise every pass sees the same ones.
 
     Args:
         cfg: data config.
@@ -284,18 +286,22 @@ def recon_dataset(cfg: DataConfig, split: str = "train", seed: int | None = None
 
     # the recon stage takes the fully sampled data as its source, as the original (no initial mask)
     data, store = fully_sampled_store(cfg, split, batch_size)
-    accs = acceleration_grid(*cfg.train_r) if split == "train" else [float(cfg.val_r)]
+    if split == "train":
+        accs = acceleration_grid(*cfg.train_r)
+    else:
+        accs = acceleration_grid(*cfg.val_r_range) if cfg.val_r_range else [float(cfg.val_r)]
     prospective = cfg.masks == "prospective"
     bank = MaskBank(cfg, store.geometries, accs, base_acc=None if prospective else float(cfg.start_r))
     num_pairs = bank.num_accs * bank.num_seeds
     _require_two_masks(bank, "re-undersampling mask")
     base_key = stream_key(seed, STREAM_RECON)
     train = split == "train"
+    new_draws = train or bool(cfg.val_redraw)  # every pass its own masks
     seeds = bank.num_seeds
 
     def example(epoch, index):
         i = tf.cast(index, tf.int32)
-        key = fold_key(base_key, epoch if train else 0, i)
+        key = fold_key(base_key, epoch if new_draws else 0, i)
         k1, k2 = tf.unstack(tf.random.experimental.stateless_split(key, 2))
         d = store.example(i)
         t, _, y, _ = store.dims(i)

@@ -21,6 +21,7 @@ import tensorflow as tf
 from data_loader import formats
 from data_loader.masks import effective_acceleration, equispaced_mask, generate_mask, get_vista_mask
 from data_loader.prospective import split_line_masks
+from data_loader.video_windows import window_and_normalise
 from utils import mri
 from utils.schema import DataConfig
 
@@ -121,17 +122,26 @@ def load_split(cfg: DataConfig, split: str) -> SplitData:
     reader = split_reader(cfg, split)
     data = SplitData(csv_path=Path(reader.csv_path), kspace=None if cfg.source == "original" else [])
     slice_counts = [row.slices for row in reader.rows]
+    if cfg.time_window and cfg.masks == "prospective":
+        raise ValueError("data.time_window: not with data.masks: prospective (the stored masks cover whole cines)")
     for index in range(len(reader)):
         subject, sl = reader.items[index]
         item = reader[index]
-        data.names.append(item["name"] if slice_counts[subject] == 1 else f"{item['name']}_slice{sl}")
-        data.subjects.append(int(subject))
-        data.slices.append(int(sl))
-        data.image.append(np.ascontiguousarray(item["image"], dtype=np.complex64))
-        data.coil_maps.append(np.ascontiguousarray(item["coil_maps"], dtype=np.complex64))
-        if data.kspace is not None:
-            data.kspace.append(np.ascontiguousarray(item["kspace"], dtype=np.complex64))
-        data.initial_mask.append(item.get("initial_mask"))
+        name = item["name"] if slice_counts[subject] == 1 else f"{item['name']}_slice{sl}"
+        coil_maps = np.ascontiguousarray(item["coil_maps"], dtype=np.complex64)
+        kspace = None if data.kspace is None else np.ascontiguousarray(item["kspace"], dtype=np.complex64)
+        # DDEI's time windows and per-video normalisation (data.time_window, data.video_normalisation)
+        for entry in window_and_normalise(name, np.ascontiguousarray(item["image"], dtype=np.complex64), kspace,
+                                          coil_maps, item.get("initial_mask"), cfg.time_window,
+                                          cfg.video_normalisation):
+            data.names.append(entry["name"])
+            data.subjects.append(int(subject))
+            data.slices.append(int(sl))
+            data.image.append(np.ascontiguousarray(entry["image"]))
+            data.coil_maps.append(coil_maps)
+            if data.kspace is not None:
+                data.kspace.append(np.ascontiguousarray(entry["kspace"]))
+            data.initial_mask.append(entry["initial_mask"])
     logger.info("loaded %d example(s) of %d subject(s) from %s", len(data), len(reader.rows), data.csv_path)
     return data
 
@@ -145,7 +155,10 @@ def num_examples(cfg: DataConfig, split: str) -> int:
     if cfg.dummy:
         return max(1, int(cfg.subjects))
     csv_path = split_csv_path(cfg, split)
-    return sum(row.slices for row in formats.read_dataset_csv(csv_path))
+    rows = formats.read_dataset_csv(csv_path)
+    if cfg.time_window:  # every full window of every slice is an example
+        return sum(row.slices * (row.nt // int(cfg.time_window)) for row in rows)
+    return sum(row.slices for row in rows)
 
 
 

@@ -114,6 +114,59 @@ def normalise_video(kspace: np.ndarray, mask: np.ndarray, coil_maps: np.ndarray,
             "zero_filled": adjoint_np(kspace_n, mask, coil_maps).astype(kspace.dtype), "mean": mean, "std": std}
 
 
+def window_and_normalise(name: str, image: np.ndarray, kspace: np.ndarray | None, coil_maps: np.ndarray,
+                         initial_mask: np.ndarray | None, time_window: int = 0,
+                         normalisation: str = "none") -> list[dict[str, Any]]:
+    """One stored example as the examples training sees (``data.time_window``, ``data.video_normalisation``).
+
+    Args:
+        name: example name (windows are named ``{name}_t{start}``); errors name it.
+        image: (T,X,Y,1) fully sampled image. kspace: (T,X,Y,C) fully sampled k-space, or None (simulated later
+            from the image). coil_maps: (1,X,Y,C). initial_mask: (Y,T) stored acquisition mask, or None.
+        time_window: frames per window (0: the whole cine); every full, non-overlapping window is an example.
+        normalisation: ``none``, ``reference`` (DDEI: statistics of the fully sampled image) or ``zero_filled``
+            (statistics of ``A^H y`` under the stored acquisition mask, which the example must have).
+
+    Returns:
+        list of ``{"name", "image", "kspace", "initial_mask"}`` (coil maps are unchanged).
+    """
+    frames = int(image.shape[0])
+    if time_window and int(time_window) > frames:
+        raise ValueError(f"{name}: data.time_window {time_window} exceeds its {frames} frames")
+    starts = window_starts(frames, int(time_window)) if time_window else [0]
+    length = int(time_window) if time_window else frames
+    out = []
+    for start in starts:
+        frames_slice = slice(start, start + length)
+        entry = {"name": f"{name}_t{start}" if time_window else name, "image": image[frames_slice],
+                 "kspace": None if kspace is None else kspace[frames_slice],
+                 "initial_mask": None if initial_mask is None else np.asarray(initial_mask)[:, frames_slice]}
+        if normalisation != "none":
+            entry = _normalised(entry, coil_maps, normalisation)
+        out.append(entry)
+    return out
+
+
+def _normalised(entry: dict[str, Any], coil_maps: np.ndarray, normalisation: str) -> dict[str, Any]:
+    image = entry["image"]
+    if normalisation == "zero_filled":
+        if entry["initial_mask"] is None or entry["kspace"] is None:
+            raise ValueError(f"{entry['name']}: data.video_normalisation 'zero_filled' needs the stored acquisition "
+                             "mask and k-space (HDF5 initial_mask); use 'reference'")
+        mask = np.transpose(np.asarray(entry["initial_mask"], np.float32))[:, None, :, None]  # (T,1,Y,1)
+        mean, std = video_stats(adjoint_np(entry["kspace"] * mask, mask, coil_maps), eps=0.0)
+    else:
+        mean, std = video_stats(image, eps=0.0)
+    std += DDEI_EPS
+    offset = np.complex64(mean * (1 + 1j))
+    kspace = entry["kspace"]
+    if kspace is not None:  # fully sampled: y_n = (y - mean (1 + i) F(S 1)) / std = F S x_n
+        ones = np.ones(image.shape, kspace.dtype)
+        kspace = ((kspace - offset * forward_np(ones, np.ones((1, 1, 1, 1), np.float32), coil_maps)) / std)
+        kspace = kspace.astype(np.complex64)
+    return {**entry, "image": ((image - offset) / std).astype(np.complex64), "kspace": kspace}
+
+
 def denormalise(image: np.ndarray, mean: float, std: float) -> np.ndarray:
     """Inverse of the image part of :func:`normalise_video`: ``x_n std + mean (1 + i)``."""
     image = np.asarray(image)

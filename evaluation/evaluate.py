@@ -35,6 +35,7 @@ from data_loader.formats import read_dataset_csv
 from evaluation import protocols
 from evaluation.figures import save_comparison_gif, save_comparison_panel
 from evaluation.metrics import MetricOptions, compute_metrics
+from evaluation.project_metrics import dual_unet_metrics
 from utils.data_consistency import cg_sense
 from utils.io import atomic_path, atomic_write_text
 
@@ -106,7 +107,8 @@ def evaluate(cases_for: Callable[[float], Iterable[dict]], methods: dict[str, Ca
         error_scale: amplification of the error maps.
         settings: extra entries for ``settings.json`` (e.g. config, weights, split, seed).
         protocol: ``cmrxrecon2023`` / ``cmrxrecon2024``: score with the challenge's rules
-            (:func:`evaluation.protocols.score_case`) instead of ``options``; None: ``options``.
+            (:func:`evaluation.protocols.score_case`) instead of ``options``; ``dual-unet``: the dual-UNet project's
+            PSNR/SSIM (:func:`evaluation.project_metrics.dual_unet_metrics`, no NRMSE); None: ``options``.
 
     Returns:
         The rows, summary and figure list (also written to ``out_dir``).
@@ -143,7 +145,9 @@ def evaluate(cases_for: Callable[[float], Iterable[dict]], methods: dict[str, Ca
                 if recon.shape != reference.shape:
                     raise ValueError(f"method {name!r} returned shape {recon.shape} for case {case['name']!r}; "
                                      f"expected the reference shape {reference.shape}")
-                if protocol:
+                if protocol == "dual-unet":  # the dual-UNet project's PSNR (peak 1) and 3-D SSIM
+                    means = dual_unet_metrics(reference, recon, compute_ssim=min(reference.shape[1:4]) >= 11)["mean"]
+                elif protocol:
                     means = protocols.score_case(reference, recon, protocol)
                 else:
                     means = compute_metrics(reference, recon, options)["mean"]
@@ -227,7 +231,7 @@ def evaluate_split(data_cfg, methods: dict[str, Callable[[dict], np.ndarray]], a
 
     def cases_for(acc: float) -> Iterable[dict]:
         cases = pipelines.eval_cases(data_cfg, split, acc, mask_kind=mask_kind, seed=seed)
-        if kwargs.get("protocol"):
+        if kwargs.get("protocol") in protocols.PROTOCOLS:  # the challenges score selected slices only
             rows = read_dataset_csv(pipelines.split_csv_path(data_cfg, split))
             cases = protocols.select_cases(cases, rows, kwargs["protocol"])
         return itertools.islice(cases, max_cases)

@@ -20,6 +20,8 @@ from typing import Callable
 
 import tensorflow as tf
 
+from utils.schema import register_choices
+
 VICREG_SIM, VICREG_STD, VICREG_COV = 25.0, 25.0, 1.0
 
 
@@ -127,6 +129,7 @@ FEATURE_LOSSES: dict[tuple[str, str], Callable[[tf.Tensor], tf.Tensor]] = {
     ("contrastive", "standard"): contrastive_loss_standard,
 }
 NUM_VIEWS = {"vicreg": 2, "contrastive": 3}
+register_choices("model.feature_loss", sorted({variant for _, variant in FEATURE_LOSSES}))
 
 
 def get_feature_loss(method: str, variant: str = "original") -> Callable[[tf.Tensor], tf.Tensor]:

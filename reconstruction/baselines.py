@@ -38,12 +38,15 @@ from utils import mri
 from utils.complex_layers import PACKAGE
 from utils.data_consistency import DCGD, DCPM, Scalar
 from utils.engine import Objective
+from utils.schema import register_choices
 from utils.unet import ComplexUNet2Dt
 from utils.unrolled import DEFAULT_UNET, residual_update, run_iteration
 
 DC_LAYERS = {"gd": DCGD, "pm": DCPM}
 SUPERVISED_LOSSES = ("mse", "l1")
 SSDU_SELECTIONS = ("uniform", "gaussian")
+register_choices("model.supervised_loss", SUPERVISED_LOSSES)
+register_choices("model.ssdu_split", SSDU_SELECTIONS)
 
 
 # ------------------------------------------------------------------------------------------- network

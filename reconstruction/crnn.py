@@ -148,7 +148,7 @@ class BCRNN(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class CRNN(keras.layers.Layer):
+class CRNN(keras.Model):
     """CRNN-MRI in DDEI's artifact-removal form (module docstring): ``num_cascades`` recurrent cascades with data
     consistency, complex cine in, complex cine out.
 
@@ -160,7 +160,7 @@ class CRNN(keras.layers.Layer):
         shared_dc: one lambda for all cascades (DDEI) or one per cascade.
         input_from_kspace: start from ``A^H y`` recomputed from ``y`` and ``mask`` (DDEI's ``ArtifactRemovalCRNN``)
             instead of the ``x`` passed in.
-        **kwargs: passed to ``keras.layers.Layer``.
+        **kwargs: passed to ``keras.Model`` (a model, so that its weights are saved on their own).
 
     Call: ``net(x, y, mask, coil_maps, training=None)`` with x (B,T,X,Y,1) complex64, y (B,T,X,Y,C) complex64, mask
     (B,T,1,Y,1) or (B,T,X,Y,1) float32, coil maps (B,1,X,Y,C) complex64 -> (B,T,X,Y,1) complex64.

@@ -11,6 +11,15 @@ recompute, the NaN guard, checkpoints and exact resume work the same for all. :d
 | ``ssdu`` | ``UnrolledNet`` | ``SSDUObjective`` | acquisition |
 | ``ei`` / ``ei-r`` / ``ddei`` | ``UnrolledNet`` | ``EIObjective`` (``ei_transform`` / rotate / ddei) | acquisition |
 | ``dual-unet`` | ``DualUNetResNet`` | ``DualUNetObjective`` (supervised) | own vd-random masks + reference |
+| ``t-ssdu`` / ``t-ssdu*`` | backbone | ``TSSDUObjective`` (Gaussian k-t splitting; * = 5 split inputs at test) | acquisition |
+| ``phase2phase`` | backbone | ``Phase2PhaseObjective`` (even frames in, odd frames as target) | acquisition |
+| ``ddei-cpab`` | backbone | ``NoisyEIObjective`` (MC + EI with DDEI's ``(cpab | rotate) | shift-time``) | acquisition |
+| ``ddei-sure`` / ``ei-r-sure`` | backbone | ``NoisyEIObjective`` (SURE + EI, DDEI's transforms / rotations) | acquisition |
+
+"backbone" (every method but SSFL-Recon, whose network is the feature-assisted UNet, and the dual-UNet) is
+``model.backbone``: ``unet`` (:class:`UnrolledNet`) or ``crnn`` (:class:`reconstruction.crnn.CRNN`, DDEI's).
+``model.noise_sigma`` > 0 adds Gaussian measurement noise to the acquisition every step for every method trained
+on the acquisition (:class:`reconstruction.ssl_objectives.MeasurementNoise`; the SURE/EI objectives draw their own).
 
 "Acquisition" is :func:`data_loader.pipelines.acquired_dataset`: the base mask of SSFL-Recon's pipeline
 (``data.mask_kind`` at ``data.start_r``, seed 10), or masks at ``model.train_accelerations``. The dual-UNet trains,
@@ -31,11 +40,13 @@ import keras
 
 from data_loader import pipelines
 from reconstruction.baselines import EIObjective, SSDUObjective, SupervisedObjective, UnrolledNet
+from reconstruction.crnn import CRNN
 from reconstruction.dual_unet import DualUNetObjective, DualUNetResNet
 from reconstruction.model import SSFLObjective, SSFLRecon
+from reconstruction.ssl_objectives import MeasurementNoise, NoisyEIObjective, Phase2PhaseObjective, TSSDUObjective
 from utils.complex_layers import require_conv_dtype
 from utils.engine import Engine, Objective
-from utils.schema import ExperimentConfig
+from utils.schema import ExperimentConfig, register_choices
 from utils.training import steps_for
 
 # the dual-UNet project's training masks
@@ -50,11 +61,15 @@ def ssfl_network(cfg: ExperimentConfig) -> SSFLRecon:
                      recompute=cfg.train.recompute, name="ssfl_recon")
 
 
-def unrolled_network(cfg: ExperimentConfig) -> UnrolledNet:
-    """The SSFL-Recon reconstruction network without FE features; the baselines train with the true gradient of
-    the max-pooling (``model.pool_gradient`` is for FE-Net/SSFL-Recon)."""
-    unet = {**cfg.model.unet_kwargs(cfg.train.mixed_precision), "pool_gradient": "complex"}
-    return UnrolledNet(cfg.model.num_iter, unet=unet, recompute=cfg.train.recompute, name="unrolled_net")
+def backbone_network(cfg: ExperimentConfig) -> keras.Model:
+    """The baselines' network, ``model.backbone``: ``unet`` = the SSFL-Recon reconstruction network without FE
+    features (trained with the true gradient of the max-pooling; ``model.pool_gradient`` is for FE-Net/SSFL-Recon),
+    or ``crnn`` = DDEI's CRNN (``model.crnn_cascades``, ``model.crnn_channels``)."""
+    m = cfg.model
+    if m.backbone == "crnn":
+        return CRNN(num_cascades=m.crnn_cascades, chans=m.crnn_channels, name="crnn")
+    unet = {**m.unet_kwargs(cfg.train.mixed_precision), "pool_gradient": "complex"}
+    return UnrolledNet(m.num_iter, unet=unet, recompute=cfg.train.recompute, name="unrolled_net")
 
 
 def dual_unet_network(cfg: ExperimentConfig) -> DualUNetResNet:
@@ -85,6 +100,21 @@ def ei_objective(transform: str | None) -> Callable[[ExperimentConfig], Objectiv
     return build
 
 
+def noisy_ei_objective(transform: str, mc_loss: str) -> Callable[[ExperimentConfig], Objective]:
+    def build(cfg: ExperimentConfig) -> Objective:
+        return NoisyEIObjective(transform=transform, ei_weight=cfg.model.ei_weight, noise_sigma=cfg.model.noise_sigma,
+                                mc_loss=mc_loss, tau=cfg.model.sure_tau)
+
+    return build
+
+
+def t_ssdu_objective(test_splits: bool) -> Callable[[ExperimentConfig], Objective]:
+    def build(cfg: ExperimentConfig) -> Objective:
+        return TSSDUObjective(split_ratio=cfg.model.ssdu_split_ratio, eval_split_input=test_splits, eval_samples=5)
+
+    return build
+
+
 @dataclass(frozen=True)
 class Method:
     """A trainable method: ``network(cfg)`` and ``objective(cfg)`` build its parts; ``data`` names its training
@@ -99,14 +129,22 @@ class Method:
 
 METHODS: dict[str, Method] = {
     "ssfl-recon": Method(ssfl_network, lambda cfg: SSFLObjective(cfg.model.recon_loss), "views", views=2),
-    "supervised": Method(unrolled_network, lambda cfg: SupervisedObjective(cfg.model.supervised_loss), "acquired"),
-    "ssdu": Method(unrolled_network, lambda cfg: SSDUObjective(
+    "supervised": Method(backbone_network, lambda cfg: SupervisedObjective(cfg.model.supervised_loss), "acquired"),
+    "ssdu": Method(backbone_network, lambda cfg: SSDUObjective(
         cfg.model.ssdu_split_ratio, cfg.model.ssdu_split, cfg.model.ssdu_center_lines), "acquired"),
-    "ei": Method(unrolled_network, ei_objective(None), "acquired"),
-    "ei-r": Method(unrolled_network, ei_objective("rotate"), "acquired"),
-    "ddei": Method(unrolled_network, ei_objective("ddei"), "acquired"),
+    "ei": Method(backbone_network, ei_objective(None), "acquired"),
+    "ei-r": Method(backbone_network, ei_objective("rotate"), "acquired"),
+    "ddei": Method(backbone_network, ei_objective("ddei"), "acquired"),
     "dual-unet": Method(dual_unet_network, dual_unet_objective, "dual-unet"),
+    "t-ssdu": Method(backbone_network, t_ssdu_objective(False), "acquired"),
+    "t-ssdu*": Method(backbone_network, t_ssdu_objective(True), "acquired"),
+    "phase2phase": Method(backbone_network, lambda cfg: Phase2PhaseObjective(), "acquired"),
+    "ddei-cpab": Method(backbone_network, noisy_ei_objective("ddei-cpab", "mc"), "acquired"),
+    "ddei-sure": Method(backbone_network, noisy_ei_objective("ddei-cpab", "sure"), "acquired"),
+    "ei-r-sure": Method(backbone_network, noisy_ei_objective("rotate", "sure"), "acquired"),
 }
+METHOD_NAMES = tuple(METHODS)
+register_choices("model.method", METHODS)
 
 
 def get_method(name: str) -> Method:
@@ -115,12 +153,29 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
+def build_objective(cfg: ExperimentConfig) -> Objective:
+    """The objective of ``cfg.model.method``; with ``model.noise_sigma`` > 0 and training on the acquisition, on
+    noisy measurements (objectives that draw their own noise, the SURE/EI family, excepted)."""
+    method = get_method(cfg.model.method)
+    objective = method.objective(cfg)
+    if cfg.model.noise_sigma > 0:
+        if method.data != "acquired":
+            raise ValueError(f"model.noise_sigma: measurement noise is for the methods trained on the acquisition, "
+                             f"not {cfg.model.method!r}")
+        if not isinstance(objective, NoisyEIObjective):
+            objective = MeasurementNoise(objective, cfg.model.noise_sigma)
+    return objective
+
+
 def build_method_model(cfg: ExperimentConfig) -> Engine:
     """The engine of ``cfg.model.method`` (network + objective) with all weights created (ready for loading)."""
     method = get_method(cfg.model.method)
+    if cfg.model.backbone != "unet" and method.network is not backbone_network:
+        raise ValueError(f"model.backbone: {cfg.model.backbone!r} is for the baselines; {cfg.model.method!r} has its "
+                         "own network (use model.backbone: unet)")
     require_conv_dtype(cfg.train.mixed_precision)
-    engine = Engine(method.network(cfg), method.objective(cfg), seed=cfg.train.seed,
-                    name=cfg.model.method.replace("-", "_"))
+    engine = Engine(method.network(cfg), build_objective(cfg), seed=cfg.train.seed,
+                    name=cfg.model.method.replace("-", "_").replace("*", "_star"))
     engine.build_all()
     return engine
 

@@ -26,10 +26,12 @@ from utils import mri
 from utils.complex_layers import PACKAGE
 from utils.data_consistency import DCGD, Scalar
 from utils.engine import Objective, unpack_inputs
+from utils.schema import register_choices
 from utils.unet import ComplexUNet2Dt
 from utils.unrolled import DEFAULT_UNET, residual_update, run_iteration
 
 LOSS_VARIANTS = ("original", "normalized")
+register_choices("model.recon_loss", LOSS_VARIANTS)
 
 
 def ssl_recon_loss(x1, x2, y1, y2, mask1, mask2, coil_maps, variant: str = "original") -> tuple[tf.Tensor, tf.Tensor]:

@@ -37,9 +37,8 @@ which is defined per real number (see below) so that its ``-sigma^2`` term stays
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
 
-import keras
+
 import tensorflow as tf
 
 from reconstruction.transforms import TRANSFORMS, make_transform
@@ -366,69 +365,3 @@ class NoisyEIObjective(Objective):
         return {**super().get_config(), "transform": self.transform_name, "ei_weight": self.ei_weight,
                 "noise_sigma": self.noise_sigma, "mc_loss": self.mc_kind, "tau": self.tau,
                 "sure_average": self.sure_average, "interleave": self.interleave}
-
-
-# ------------------------------------------------------------------------------------------- builders
-def build_network(cfg) -> keras.layers.Layer:
-    """The reconstruction network of ``model.backbone``: ``unet`` (:class:`UnrolledNet`, as the baselines) or
-    ``crnn`` (:class:`reconstruction.crnn.CRNN` with ``model.crnn_cascades`` / ``model.crnn_channels``)."""
-    backbone = getattr(cfg.model, "backbone", "unet")
-    if backbone == "crnn":
-        from reconstruction.crnn import CRNN
-
-        return CRNN(num_cascades=getattr(cfg.model, "crnn_cascades", 2),
-                    chans=getattr(cfg.model, "crnn_channels", 64), name="crnn")
-    if backbone == "unet":
-        from reconstruction.baselines import UnrolledNet
-
-        return UnrolledNet(cfg.model.num_iter, unet={**cfg.model.unet_kwargs(), "pool_gradient": "complex"},
-                           name="unrolled_net")
-    raise ValueError(f"model.backbone: expected 'unet' or 'crnn', received {backbone!r}")
-
-
-def _with_noise(cfg, objective: Objective) -> Objective:
-    sigma = float(getattr(cfg.model, "noise_sigma", 0.0))
-    return MeasurementNoise(objective, sigma) if sigma > 0 else objective
-
-
-def build_t_ssdu(cfg) -> tuple[keras.layers.Layer, Objective]:
-    """``t-ssdu``: Gaussian k-t splitting (``model.ssdu_split_ratio``), all data at test time."""
-    return build_network(cfg), _with_noise(cfg, TSSDUObjective(split_ratio=cfg.model.ssdu_split_ratio))
-
-
-def build_t_ssdu_star(cfg) -> tuple[keras.layers.Layer, Objective]:
-    """``t-ssdu*``: as ``t-ssdu``, test-time average over 5 split inputs."""
-    objective = TSSDUObjective(split_ratio=cfg.model.ssdu_split_ratio, eval_split_input=True, eval_samples=5)
-    return build_network(cfg), _with_noise(cfg, objective)
-
-
-def build_phase2phase(cfg) -> tuple[keras.layers.Layer, Objective]:
-    """``phase2phase``: even frames in, odd frames as target."""
-    return build_network(cfg), _with_noise(cfg, Phase2PhaseObjective())
-
-
-def _ei_noise_builder(transform: str, mc: str) -> Callable[[Any], tuple[keras.layers.Layer, Objective]]:
-    def build(cfg):
-        m = cfg.model
-        objective = NoisyEIObjective(transform=transform, ei_weight=m.ei_weight,
-                                     noise_sigma=getattr(m, "noise_sigma", 0.0), mc_loss=mc,
-                                     tau=getattr(m, "sure_tau", 0.1))
-        return build_network(cfg), objective
-
-    build.__doc__ = f"EI with transform {transform!r} and {mc!r} measurement term (noise: ``model.noise_sigma``)."
-    return build
-
-
-build_ddei_cpab = _ei_noise_builder("ddei-cpab", "mc")
-build_ddei_sure = _ei_noise_builder("ddei-cpab", "sure")
-build_ei_r_sure = _ei_noise_builder("rotate", "sure")
-
-# method name -> builder ``cfg -> (network, objective)``, for reconstruction/methods.py's registry
-BUILDERS: dict[str, Callable[[Any], tuple[keras.layers.Layer, Objective]]] = {
-    "t-ssdu": build_t_ssdu,
-    "t-ssdu*": build_t_ssdu_star,
-    "phase2phase": build_phase2phase,
-    "ddei-cpab": build_ddei_cpab,
-    "ddei-sure": build_ddei_sure,
-    "ei-r-sure": build_ei_r_sure,
-}

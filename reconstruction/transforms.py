@@ -40,6 +40,8 @@ from typing import Callable
 
 import tensorflow as tf
 
+from utils.schema import register_choices
+
 __all__ = [
     "TRANSFORMS",
     "Chain",
@@ -416,6 +418,9 @@ TRANSFORMS: dict[str, Callable[[], Transform]] = {
     # DDEI's train.py exactly: (CPABDiffeomorphism | Rotate) | ShiftTime (reflective)
     "ddei-cpab": lambda: (_cpab() | Rotate()) | ShiftTime(),
 }
+
+
+register_choices("model.ei_transform", TRANSFORMS)
 
 
 def make_transform(name: str) -> Transform:

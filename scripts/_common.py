@@ -26,7 +26,14 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a config value, e.g. --set train.epochs=3 (repeatable; values are YAML)")
 
 
+def load_registries() -> None:
+    """Imports the registries of methods, transforms and losses, which declare their names to the config schema
+    (``utils.schema.register_choices``), so a config names a wrong one before anything runs."""
+    import reconstruction.methods  # noqa: F401  (imports TensorFlow: only where a config is read)
+
+
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    load_registries()
     return load_config(ExperimentConfig, args.config, args.overrides)
 
 

@@ -19,6 +19,8 @@ import logging
 import math
 from pathlib import Path
 
+from scripts._common import load_registries
+
 log = logging.getLogger(__name__)
 
 METHOD_CHOICES = ("zero-filled", "cg-sense", "model")
@@ -59,10 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--normalize", choices=("none", "cmrxrecon"), default="none",
                         help="none (default: complex images, SSIM on magnitudes) or cmrxrecon (magnitudes, each "
                              "frame divided by its own maximum)")
-    parser.add_argument("--protocol", choices=("none", "cmrxrecon2023", "cmrxrecon2024"), default="none",
+    parser.add_argument("--protocol", choices=("none", "cmrxrecon2023", "cmrxrecon2024", "dual-unet"), default="none",
                         help="score as a CMRxRecon challenge (evaluation/protocols.py): central 2 slices, first 3 "
                              "frames, magnitude, centre crop X/3 x Y/2, each image divided by its maximum, PSNR/SSIM/"
-                             "NMSE per image; overrides --psnr-range/--crop/--normalize (default none)")
+                             "NMSE per image; or with the dual-UNet project's definitions (dual-unet: PSNR with peak "
+                             "1 and a 3-D SSIM over each whole magnitude cine, evaluation/project_metrics.py); "
+                             "overrides --psnr-range/--crop/--normalize (default none)")
     parser.add_argument("--original-batch0-only", action="store_true",
                         help="score only batch element 0 / channel 0 in input precision, exactly as the original "
                              "code (default: every element and channel, float64)")
@@ -148,6 +152,7 @@ def resolve_config(args: argparse.Namespace):
         path = run_config
     elif not Path(path).is_file():
         raise FileNotFoundError(f"--config {path!r} not found")
+    load_registries()
     return load_config(ExperimentConfig, path, args.overrides)
 
 

@@ -8,6 +8,7 @@ Examples::
     ssfl-recon prepare-data --from cmrxrecon2023 --in CMRxRecon/MultiCoil/Cine/TrainingSet --out data/cmrx \\
         --coils 8 --time-window 12
     ssfl-recon prepare-data --from ocmr --in ocmr_data --out data/ocmr --coils 8 --split 0.7,0.15,0.15 --seed 1
+    ssfl-recon prepare-data --from cine-npz --in cine.npz --out data/cine --split 114,29,57
 """
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from data_loader.cine_npz import PROJECT_SPLIT, prepare_cine_npz
 from data_loader.prepare import SOURCES, prepare
+
+CINE_NPZ = "cine-npz"  # the dual-UNet project's magnitude cines (data_loader/cine_npz.py)
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +49,11 @@ def _positive(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the options of ``prepare-data`` to ``parser``."""
-    parser.add_argument("--from", dest="source", choices=SOURCES, required=True,
+    parser.add_argument("--from", dest="source", choices=(*SOURCES, CINE_NPZ), required=True,
                         help="input layout: cmrxrecon2023 / cmrxrecon2024 (cine .mat trees, MultiCoil and SingleCoil, "
                              "sax/lax/lvot; 2025 Center folders too), ocmr (ISMRMRD .h5, needs the [ocmr] extra) or "
-                             "original (norm_img_*.npy, cc_smap_15_*.npy, mask_GRAPPA_*.txt + CSVs)")
+                             "original (norm_img_*.npy, cc_smap_15_*.npy, mask_GRAPPA_*.txt + CSVs) or cine-npz (the dual-UNet "
+                             "project's cine.npz: [N, T, X, Y] magnitudes, single coil; --in is the file)")
     parser.add_argument("--in", dest="in_dir", type=Path, required=True, help="input folder (searched recursively)")
     parser.add_argument("--out", type=Path, required=True,
                         help="output folder (must not exist or be empty); written only when every case succeeded")
@@ -57,8 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "same coil count)")
     parser.add_argument("--time-window", type=_positive, default=None, metavar="T",
                         help="keep the first T frames of every cine (default: all)")
-    parser.add_argument("--split", type=_split, default=(0.8, 0.1, 0.1), metavar="TRAIN,VAL,TEST",
-                        help="fractions of the patients for train/val/test (default 0.8,0.1,0.1; whole patients)")
+    parser.add_argument("--split", type=_split, default=None, metavar="TRAIN,VAL,TEST",
+                        help="fractions (or weights) of the patients for train/val/test (default 0.8,0.1,0.1; "
+                             "whole patients; cine-npz: the project's 114,29,57)")
     parser.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     parser.add_argument("--initial-mask", default=None, metavar="NAME",
                         help="store this prospective mask (e.g. R04, Uniform8) as initial_mask, the acquisition "
@@ -69,6 +75,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the conversion; returns 0."""
-    prepare(args.source, args.in_dir, args.out, coils=args.coils, time_window=args.time_window, split=args.split,
-            seed=args.seed, initial_mask=args.initial_mask, calib_size=args.calib)
+    if args.source == CINE_NPZ:
+        prepare_cine_npz(args.in_dir, args.out, split=args.split or PROJECT_SPLIT, seed=args.seed)
+        return 0
+    prepare(args.source, args.in_dir, args.out, coils=args.coils, time_window=args.time_window,
+            split=args.split or (0.8, 0.1, 0.1), seed=args.seed, initial_mask=args.initial_mask,
+            calib_size=args.calib)
     return 0

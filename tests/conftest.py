@@ -22,6 +22,10 @@ tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 # for the whole session (train.threads=auto, utils/threads.py), depending on which test happens to run first.
 tf.constant(0.0).numpy()
 
+# The registries declare their names (methods, transforms, losses) to the config schema, as the commands do before
+# reading a config (scripts/_common.load_registries), whichever test runs first.
+import reconstruction.methods  # noqa: E402,F401
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES_DIR = Path(os.environ.get("SSFL_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
 

@@ -108,3 +108,16 @@ def test_project_split_counts_for_200_slices() -> None:
 
     splits = assign_splits([f"s{i}" for i in range(200)], PROJECT_SPLIT, seed=0)
     assert [len(splits[s]) for s in ("train", "val", "test")] == [114, 29, 57]
+
+
+def test_prepare_data_command_reads_cine_npz(tmp_path) -> None:
+    from scripts.cli import main
+
+    data = _magnitudes(2)
+    out = tmp_path / "cli_out"
+    assert main(["prepare-data", "--from", "cine-npz", "--in", _npz(tmp_path, dataset=data), "--out", str(out),
+                 "--split", "4,1,1", "--seed", "1"]) == 0
+    counts = [len(formats.read_dataset_csv(out / f"{s}.csv")) for s in ("train", "val", "test")]
+    assert counts == [4, 1, 1]
+    subject = formats.read_h5_subject(out / "cine_005.h5")
+    np.testing.assert_array_equal(np.abs(subject["image"][0, ..., 0]), data[5].swapaxes(1, 2))

@@ -183,7 +183,7 @@ SHIPPED = sorted((REPO_ROOT / "configs").glob("*.yaml"))
 def test_shipped_configs_load_and_round_trip(tmp_path, path: Path) -> None:
     schema = ExperimentConfig
     if path.name.startswith("benchmark"):  # the method benchmark adds a ``benchmark:`` section
-        from reconstruction.methods import BenchmarkConfig as schema
+        from reconstruction.benchmark_methods import BenchmarkConfig as schema
     cfg = load_config(schema, path)
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(schema, tmp_path / "config.yaml") == cfg

@@ -17,7 +17,8 @@ import tensorflow as tf
 import yaml
 
 from conftest import REPO_ROOT
-from feature_learning.train import build_feature_model, steps_for
+from feature_learning.train import build_feature_model
+from utils.training import steps_for
 from utils import distribute
 from utils.config import ConfigError, load_config
 from utils.schema import ExperimentConfig

@@ -52,8 +52,8 @@ def setup(tmp_path_factory) -> dict:
     cfg = load_config(ExperimentConfig, config)
     model = build_recon_model(cfg)
     # away from the initial values (tau 0.1, DC weight 1), so scores of an unloaded model could not match
-    model.taus[0].scalar.assign([0.7])
-    model.dcs[0].weights[0].assign([0.3])
+    model.network.taus[0].scalar.assign([0.7])
+    model.network.dcs[0].weights[0].assign([0.3])
     weights = base / "tiny.weights.h5"
     model.save_weights(str(weights))
     out = base / "out"

@@ -351,7 +351,7 @@ def test_run_folder_that_cannot_be_written_is_refused_before_training(tmp_path, 
 
 def test_too_little_free_space_is_refused_before_training(tmp_path, monkeypatch):
     model = new_feature_model()
-    need = 4 * training.checkpoint_bytes(model)
+    need = 4 * checkpoints.checkpoint_bytes(model)
     monkeypatch.setattr(checkpoints.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 * need, 9 * need,
                                                                                          need - 1))
     with pytest.raises(RunFolderError, match=r"MiB free on its disk, the checkpoints need about"):

@@ -17,7 +17,7 @@ import tensorflow as tf
 from feature_learning.model import FeatureNet
 from reconstruction.model import SSFLRecon
 from scripts.cli import main
-from tests.helpers import feature_loss, random_complex, random_mask, ssl_losses
+from helpers import feature_loss, random_complex, random_mask, ssl_losses
 from utils import complex_layers as cl
 from utils import mri
 from utils.recompute import recompute_complex

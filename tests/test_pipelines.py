@@ -395,3 +395,54 @@ def test_time_pipeline_returns_seconds_per_example(cfg):
     assert seconds > 0
     with pytest.raises(ValueError):
         P.time_pipeline(P.recon_dataset(cfg, "val", repeat=False), n=1, warmup=5)
+
+
+# --------------------------------------------------------------------- the original's validation, DDEI's data
+def test_recon_val_range_and_redraw(cfg):
+    # val R drawn from val_r_range (the original: 2-16) and, with val_redraw, anew on every pass
+    data = P.load_split(cfg, "val")
+    assert len(data) == 1
+    wide = dataclasses.replace(cfg, val_r_range=[2.0, 6.0], val_redraw=True)
+    base = get_vista_mask(NY, NT, cfg.start_r, P.BASE_MASK_SEED, cache_dir=cfg.mask_cache).T
+    allowed = {(r, s): base * get_vista_mask(NY, NT, r, s, cache_dir=cfg.mask_cache).T for r in GRID for s in SEEDS}
+    passes = take(P.recon_dataset(wide, "val", seed=0), 12)
+    seen = set()
+    for element in passes:
+        for view in (element["view1"], element["view2"]):
+            hits = [key for key, mask in allowed.items() if np.array_equal(mask, view["mask"][0, :, 0, :, 0])]
+            assert hits, "validation view is not base x VISTA(R in val_r_range)"
+            seen.add(tuple(view["mask"][0, :, 0, :, 0].ravel()))
+    assert len(seen) > 2  # new masks on later passes
+    fixed = take(P.recon_dataset(dataclasses.replace(cfg, val_r_range=[2.0, 6.0]), "val", seed=0), 3)
+    for later in fixed[1:]:  # without val_redraw every pass is the first
+        tf.nest.map_structure(np.testing.assert_array_equal, later, fixed[0])
+
+
+def test_time_windows_and_video_normalisation_at_load(cfg, train):
+    windowed = dataclasses.replace(cfg, time_window=3)
+    data = P.load_split(windowed, "train")
+    assert len(data) == 2 * len(train) == P.num_examples(windowed, "train")
+    assert data.names[:2] == [f"{train.names[0]}_t0", f"{train.names[0]}_t3"]
+    np.testing.assert_array_equal(data.image[1], train.image[0][3:6])
+    np.testing.assert_array_equal(data.kspace[1], train.kspace[0][3:6])
+    normalised = P.load_split(dataclasses.replace(cfg, time_window=3, video_normalisation="reference"), "train")
+    for k, image in enumerate(normalised.image):
+        parts = np.stack([image.real, image.imag])
+        assert abs(parts.mean()) < 1e-5 and parts.std(ddof=1) == pytest.approx(1.0, rel=1e-4)
+        # the k-space stays the image's: y_n - F(S x_n) equals (y - F(S x)) / std, the stored noise scaled
+        std = np.stack([data.image[k].real, data.image[k].imag]).std(ddof=1)
+        maps = normalised.coil_maps[k]
+        np.testing.assert_allclose(normalised.kspace[k] - fft2c_np(maps * image, axes=(1, 2)),
+                                   (data.kspace[k] - fft2c_np(maps * data.image[k], axes=(1, 2))) / std,
+                                   atol=1e-4)
+    with pytest.raises(ValueError, match="time_window 7 exceeds its 6 frames"):
+        P.load_split(dataclasses.replace(cfg, time_window=7), "train")
+    # statistics of the zero-filled image under the stored acquisition mask
+    from data_loader.video_windows import video_stats, window_and_normalise
+
+    zero_filled = P.load_split(dataclasses.replace(cfg, video_normalisation="zero_filled"), "train")
+    mask = np.transpose(train.initial_mask[0].astype(np.float32))[:, None, :, None]
+    mean, std = video_stats(adjoint_np(train.kspace[0] * mask, mask, train.coil_maps[0]))
+    np.testing.assert_allclose(zero_filled.image[0], (train.image[0] - mean * (1 + 1j)) / std, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="'zero_filled' needs the stored acquisition"):
+        window_and_normalise("case", train.image[0], train.kspace[0], train.coil_maps[0], None, 0, "zero_filled")

@@ -84,3 +84,30 @@ def test_errors_name_the_problem() -> None:
         dual_unet_metrics(reference, recon)
     with pytest.raises(ValueError, match="expected one of \\['dual-unet'\\]"):
         get_metric_definitions("fastmri")
+
+
+def test_evaluate_scores_with_the_project_definitions(tmp_path) -> None:
+    import csv
+
+    from evaluation.evaluate import evaluate
+
+    rng = np.random.default_rng(5)
+    shape = (1, 12, 14, 13, 1)
+    cases = []
+    for i in range(2):
+        reference = (rng.uniform(0, 1, shape) * np.exp(1j * rng.uniform(-1, 1, shape))).astype(np.complex64)
+        cases.append({"name": f"case{i}", "reference": reference, "x": reference * 0.5, "y": None, "mask": None,
+                      "coil_maps": None})
+
+    def noisy(case):
+        return case["reference"] + np.complex64(0.05)
+
+    evaluate(lambda acc: iter(cases), {"noisy": noisy}, [4.0], tmp_path, figure_cases=0, gif_cases=0,
+             protocol="dual-unet")
+    with open(tmp_path / "per_case.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["method"] == "noisy"]
+    assert len(rows) == 2
+    for row, case in zip(rows, cases):
+        want = dual_unet_metrics(case["reference"], noisy(case))["mean"]
+        assert float(row["psnr"]) == pytest.approx(want["psnr"], rel=1e-6)
+        assert float(row["ssim"]) == pytest.approx(want["ssim"], rel=1e-6)

@@ -223,18 +223,27 @@ def test_objectives_train_through_the_engine():
                               verbose=0).shape == (1, T, X, Y, 1)
 
 
-def test_builders_follow_the_backbone_key():
+def test_registry_rows_follow_the_backbone_and_noise_keys():
+    from reconstruction.methods import METHODS, build_method_model
+    from utils.config import load_config
     from utils.schema import ExperimentConfig
 
-    cfg = ExperimentConfig()
-    cfg.model.backbone, cfg.model.crnn_channels, cfg.model.noise_sigma = "crnn", 8, 0.1
-    network, objective = so.BUILDERS["t-ssdu*"](cfg)
-    assert isinstance(network, CRNN) and network.chans == 8
-    assert isinstance(objective, so.MeasurementNoise) and objective.objective.eval_split_input
-    network, objective = so.BUILDERS["ddei-sure"](cfg)
-    assert objective.mc_kind == "sure" and objective.noise_sigma == 0.1 and objective.tau == cfg.model.sure_tau
-    cfg.model.backbone = "unet"
-    assert type(so.build_network(cfg)).__name__ == "UnrolledNet"
+    base = ["stage=recon", "model.backbone=crnn", "model.crnn_channels=8", "model.crnn_cascades=1",
+            "model.noise_sigma=0.1"]
+    engine = build_method_model(load_config(ExperimentConfig, None, base + ["model.method=t-ssdu*"]))
+    assert isinstance(engine.network, CRNN) and engine.network.chans == 8
+    assert isinstance(engine.objective, so.MeasurementNoise) and engine.objective.objective.eval_split_input
+    engine = build_method_model(load_config(ExperimentConfig, None, base + ["model.method=ddei-sure"]))
+    objective = engine.objective  # draws its own noise: not wrapped
+    assert objective.mc_kind == "sure" and objective.noise_sigma == 0.1 and objective.tau == 0.1
+    engine = build_method_model(load_config(ExperimentConfig, None, ["stage=recon", "model.method=phase2phase",
+                                                                      "model.filters=4", "model.num_iter=1"]))
+    assert type(engine.network).__name__ == "UnrolledNet"
+    assert isinstance(engine.objective, so.Phase2PhaseObjective)
+    for name in ("t-ssdu", "t-ssdu*", "phase2phase", "ddei-cpab", "ddei-sure", "ei-r-sure"):
+        assert METHODS[name].data == "acquired"
+    with pytest.raises(ValueError, match="model.backbone: 'crnn' is for the baselines"):
+        build_method_model(load_config(ExperimentConfig, None, base[:3] + ["model.method=ssfl-recon"]))
 
 
 # ------------------------------------------------------------------------------------------- video windows

@@ -5,7 +5,7 @@ The original training scripts (``utils/callbacks.py`` of midas-tum/SSFL-Recon) a
 leaves a TF checkpoint numbered from 1, and stage 2 loads one of them (``experiments/weights020.tf``, the FE of
 epoch 20). :class:`EpochWeights` does the same with Keras weight files, ``weights{epoch:03d}.weights.h5`` in the run
 folder, so ``train.pretrained_fe: <stage-1 run>/weights020.weights.h5`` picks the FE of epoch 20
-(:func:`reconstruction.pretrained.resolve_fe_source` accepts any ``.weights.h5`` file).
+(:func:`utils.weights.load_weights` accepts any ``.weights.h5`` file).
 
 The files hold what the run's final ``model.weights.h5`` holds: :func:`utils.engine.weights_owner` of the trained
 model (the network of an :class:`~utils.engine.Engine`), so an epoch file and the final file load the same way.

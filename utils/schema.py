@@ -10,6 +10,30 @@ from utils.complex_layers import POOL_GRADIENTS
 from utils.config import ConfigError
 from utils.fast_numerics import NUMERICS
 
+# Lists of names that belong to higher layers (methods, transforms, losses) are registered by their registries
+# (``register_choices`` at import: reconstruction/methods.py, reconstruction/transforms.py, reconstruction/baselines.py,
+# reconstruction/model.py, feature_learning/losses.py), so each list has one source and utils imports nothing above
+# it. The commands import the registries before reading a config; a config read without them is checked when the
+# method is built (the registries' own lookups name the valid values).
+_CHOICES: dict[str, tuple[str, ...]] = {}
+
+
+def register_choices(key: str, names) -> None:
+    """Declares the valid values of config key ``key`` (``section.name``)."""
+    _CHOICES[key] = tuple(names)
+
+
+def registered_choices(key: str) -> tuple[str, ...] | None:
+    """The registered values of ``key``; None when its registry was not imported."""
+    return _CHOICES.get(key)
+
+
+def _check_registered(key: str, value: str) -> None:
+    allowed = _CHOICES.get(key)
+    if allowed is not None and value not in allowed:
+        raise ConfigError(f"{key}: expected one of {list(allowed)}, got {value!r}")
+
+
 DATA_SOURCES = ("synthetic", "original", "h5")
 FEATURE_METHODS = ("vicreg", "contrastive")
 MIXED_PRECISION = ("none", "bfloat16", "float16")
@@ -36,6 +60,10 @@ class DataConfig:
     start_r: acceleration of the base mask in the reconstruction stage (the "acquired" data).
     train_r: [low, high] acceleration range of the two re-undersampling masks in the reconstruction stage.
     val_r: acceleration used for validation.
+    val_r_range: [low, high] stage-2 validation R drawn per example from this range's integers (the original: 2–16);
+        empty = ``val_r``.
+    val_redraw: draw the stage-2 validation masks anew on every pass over the validation split (the original
+        redraws R and mask seed in every ``__getitem__``); false = the same masks every epoch (comparable losses).
     mask_seeds: number of distinct mask seeds per acceleration (1..mask_seeds).
     contrastive_rule: ``diff`` (|R1 - R3| >= contrastive_min_gap) or ``random`` for the negative view's mask.
     contrastive_min_gap: gap of the ``diff`` rule.
@@ -72,6 +100,8 @@ class DataConfig:
     start_r: float = 4.0
     train_r: list[float] = field(default_factory=lambda: [2.0, 4.0])
     val_r: float = 8.0
+    val_r_range: list[float] = field(default_factory=list)
+    val_redraw: bool = False
     mask_seeds: int = 20
     contrastive_rule: str = "diff"
     contrastive_min_gap: float = 5.0
@@ -104,6 +134,9 @@ class DataConfig:
             raise ConfigError(f"data.contrastive_rule: expected 'diff' or 'random', got {self.contrastive_rule!r}")
         if self.mask_seeds < 2:
             raise ConfigError(f"data.mask_seeds: need at least 2 seeds so two views differ, got {self.mask_seeds}")
+        if self.val_r_range and (len(self.val_r_range) != 2 or not 1.0 <= self.val_r_range[0] <= self.val_r_range[1]):
+            raise ConfigError(f"data.val_r_range: expected [low, high] with 1 <= low <= high (or [] = val_r), got "
+                              f"{self.val_r_range}")
         if isinstance(self.time_window, bool) or self.time_window < 0:
             raise ConfigError(f"data.time_window: expected an integer >= 0 (0 = whole cine), got {self.time_window!r}")
         if self.video_normalisation not in ("none", "reference", "zero_filled"):
@@ -185,24 +218,15 @@ class ModelConfig:
     sure_tau: float = 0.1
 
     def validate(self) -> None:
-        methods = ("ssfl-recon", "supervised", "ssdu", "ei", "ei-r", "ddei", "dual-unet")
-        if self.method not in methods:
-            raise ConfigError(f"model.method: expected one of {list(methods)}, got {self.method!r}")
-        if self.supervised_loss not in ("mse", "l1"):
-            raise ConfigError(f"model.supervised_loss: expected 'mse' or 'l1', got {self.supervised_loss!r}")
+        for key in ("method", "supervised_loss", "ssdu_split", "ei_transform", "feature_loss", "recon_loss"):
+            _check_registered(f"model.{key}", getattr(self, key))
         if not 0.0 < self.ssdu_split_ratio < 1.0:
             raise ConfigError(f"model.ssdu_split_ratio: expected a number in (0, 1), got {self.ssdu_split_ratio}")
-        if self.ssdu_split not in ("uniform", "gaussian"):
-            raise ConfigError(f"model.ssdu_split: expected 'uniform' or 'gaussian', got {self.ssdu_split!r}")
         if any(r < 1.0 for r in self.train_accelerations):
             raise ConfigError(f"model.train_accelerations: expected R values >= 1, got {self.train_accelerations}")
         if self.feature_method not in FEATURE_METHODS:
             raise ConfigError(f"model.feature_method: expected one of {list(FEATURE_METHODS)}, "
                               f"got {self.feature_method!r}")
-        if self.feature_loss not in ("original", "standard"):
-            raise ConfigError(f"model.feature_loss: expected 'original' or 'standard', got {self.feature_loss!r}")
-        if self.recon_loss not in ("original", "normalized"):
-            raise ConfigError(f"model.recon_loss: expected 'original' or 'normalized', got {self.recon_loss!r}")
         if self.num_iter < 1:
             raise ConfigError(f"model.num_iter: expected >= 1, got {self.num_iter}")
         if self.pool_gradient not in POOL_GRADIENTS:

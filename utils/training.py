@@ -38,6 +38,7 @@ import numpy as np
 
 from utils import distribute, nan_guard, run_lock, threads
 from utils.config import save_config
+from utils.epoch_weights import EpochWeights
 from utils.checkpoints import (WEIGHTS_NAME, CheckpointError, NonFiniteLossError, RunFolderError,  # noqa: F401
                                check_run_folder, load_checkpoint, load_weights_checked, metric_variables,
                                pop_resume_position, read_checkpoint_state, restore_metrics, save_checkpoint,
@@ -339,7 +340,8 @@ def fit(model: keras.Model, train_ds, epochs: int, steps_per_epoch: int | None, 
         initial_epoch: int = 0, val_ds=None, val_steps: int | None = None, verbose: int | str = "auto",
         is_chief: bool = True, max_minutes: float = 0.0, log_seconds: float = 30.0,
         label: str = "training", checkpoint_every_steps: int = 0, on_nan: str = "stop",
-        plot_loss: Callable[[Path, Path], Any] | None = None) -> keras.callbacks.History:
+        plot_loss: Callable[[Path, Path], Any] | None = None, epoch_weights: bool = False,
+        keep_epoch_weights: int = 0) -> keras.callbacks.History:
     """``model.fit`` with the run's callbacks; raises :class:`NonFiniteLossError` on NaN/Inf (``on_nan="stop"``)
     or skips such steps (``"skip"``: the update is not applied, the count goes to ``summary.json``).
 
@@ -351,7 +353,9 @@ def fit(model: keras.Model, train_ds, epochs: int, steps_per_epoch: int | None, 
     ``checkpoint_every_steps`` > 0 also writes a checkpoint every that many steps (besides every epoch's end).
     SIGTERM/SIGINT stop the run after the step in progress with a checkpoint (``summary.json``: ``signal …``).
     ``verbose="auto"``: Keras' progress bar on a terminal, else :class:`ProgressLog` lines every ``log_seconds``.
-    ``max_minutes`` > 0 stops the run when that wall time is spent (:class:`TimeBudget`). Writes ``summary.json``
+    ``max_minutes`` > 0 stops the run when that wall time is spent (:class:`TimeBudget`). ``epoch_weights``: also
+    the network's weights after every epoch as ``weights{epoch:03d}.weights.h5`` (:mod:`utils.epoch_weights`; the
+    newest ``keep_epoch_weights``, 0 = all). Writes ``summary.json``
     (steps done, seconds, why it stopped, CPU) into ``run_dir``."""
     from utils.machine import cpu_description
 
@@ -385,6 +389,8 @@ def fit(model: keras.Model, train_ds, epochs: int, steps_per_epoch: int | None, 
     if verbose != 1 and steps_per_epoch:
         callbacks.append(ProgressLog(label, (epochs - initial_epoch) * steps_per_epoch - offset, log_seconds,
                                      60.0 * max_minutes))
+    if is_chief and epoch_weights:
+        callbacks.append(EpochWeights(run_dir, keep_last=keep_epoch_weights))
     if is_chief:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False))
     first_step, first_skipped, begin = optimizer_steps(model), logger.nan_skipped, time.time()
@@ -542,6 +548,7 @@ def train_engine(cfg: Any, build: Callable[[], keras.Model], dataset: Callable[[
     fit(model, train_ds, cfg.train.epochs, steps, run_dir, initial_epoch=initial_epoch, val_ds=val_ds,
         val_steps=distribute.steps_for_examples(cfg.train.val_steps, strategy), verbose=verbose, is_chief=chief,
         max_minutes=cfg.train.max_minutes, log_seconds=cfg.train.log_seconds, label=label,
-        checkpoint_every_steps=cfg.train.checkpoint_every_steps, on_nan=cfg.train.on_nan, plot_loss=plot_loss)
+        checkpoint_every_steps=cfg.train.checkpoint_every_steps, on_nan=cfg.train.on_nan, plot_loss=plot_loss,
+        epoch_weights=cfg.train.save_every_epoch, keep_epoch_weights=cfg.train.keep_epoch_weights)
     log.info("%s finished in %.1f s", label, time.time() - start)
     return run_dir, model
