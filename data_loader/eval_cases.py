@@ -9,6 +9,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from data_loader.datasets import _acquired_mask
 from data_loader.masks import mask_to_tensor_layout
 from data_loader.store import check_split, data_size, load_split, make_mask, mask_cache_dir, num_examples
 from utils import mri
@@ -21,7 +22,7 @@ def _case_seed(seed: int, index: int) -> int:
 
 
 def eval_cases(cfg: DataConfig, split: str, acc: float, mask_kind: str = "vista",
-               seed: int = 0) -> Iterator[dict[str, Any]]:
+               seed: int = 0, num_center: int | None = None) -> Iterator[dict[str, Any]]:
     """Evaluation cases of ``split`` at acceleration ``acc``, one per (subject, slice), in CSV order.
 
     Each case samples the fully sampled k-space (stored, or ``fft2c(image * maps)`` for the original layout) with
@@ -35,6 +36,9 @@ def eval_cases(cfg: DataConfig, split: str, acc: float, mask_kind: str = "vista"
         acc: acceleration of the evaluation masks.
         mask_kind: ``vista`` (cached on disk), ``vd-random``, ``gaussian`` or ``equispaced``.
         seed: base seed of the case masks.
+        num_center: fully sampled central lines for the kinds that take it (``vd-random``, ``gaussian``,
+            ``equispaced``), capped at half the lines of a frame as in the training masks of
+            :func:`data_loader.datasets.acquired_dataset`; None: the generator's default.
 
     Yields:
         dicts of numpy arrays with batch axis 1: ``name`` (str), ``x`` (1,T,X,Y,1) complex64 zero-filled image
@@ -59,7 +63,12 @@ def eval_cases(cfg: DataConfig, split: str, acc: float, mask_kind: str = "vista"
     cache = mask_cache_dir(cfg)
     for index in range(len(data)):
         t, _, ny, _ = data.shape(index)
-        mask = mask_to_tensor_layout(make_mask(mask_kind, ny, t, float(acc), _case_seed(seed, index), cache))
+        case_seed = _case_seed(seed, index)
+        if num_center is None:
+            mask = make_mask(mask_kind, ny, t, float(acc), case_seed, cache)
+        else:  # the training masks' rule (same capping), so a method is scored on masks like its own
+            mask = _acquired_mask(mask_kind, ny, t, float(acc), case_seed, cache, num_center)
+        mask = mask_to_tensor_layout(mask)
         maps = data.coil_maps[index][None]
         kspace = mask * data.fully_sampled_kspace(index)[None]
         yield {

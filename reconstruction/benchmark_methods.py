@@ -5,7 +5,10 @@ training subjects, batch size and learning rate; SSFL-Recon additionally trains 
 (``benchmark.fe_steps``, by default the same budget again) unless ``benchmark.pretrained_fe_vicreg`` /
 ``pretrained_fe_contrastive`` name FE weights; its reported training time is the sum of both stages. Evaluation:
 held-out subjects (``benchmark.eval_split``) at ``benchmark.accelerations`` with VISTA masks and at
-``benchmark.gaussian_accelerations`` with CMRxRecon-style time-varying Gaussian masks.
+``benchmark.gaussian_accelerations`` with CMRxRecon-style time-varying Gaussian masks, and at
+``benchmark.vd_random_accelerations`` with the dual-UNet's own training masks (variable-density random, a new draw
+per frame, :data:`reconstruction.methods.DUAL_UNET_CENTER_LINES` central lines capped at half the lines of a
+frame, as in its training stream). Every method is scored in every family.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from evaluation.figures import save_method_grid
 from evaluation.metrics import compute_metrics
 from feature_learning.train import train_features
 from reconstruction.baselines import count_params
+from reconstruction.methods import DUAL_UNET_CENTER_LINES
 from reconstruction.train import build_recon_model, train_recon
 from utils.config import ConfigError, apply_overrides, from_dict, load_config, save_config, to_dict
 from utils.engine import weights_owner
@@ -59,7 +63,8 @@ class BenchmarkSection:
 
     methods: names from :data:`BENCHMARK_METHODS` (``zero-filled`` is always evaluated: the figures need it).
     accelerations: R of the VISTA evaluation masks. gaussian_accelerations: R of the CMRxRecon-style time-varying
-    Gaussian masks (empty: none). eval_split: held-out split. eval_seed: seed of the evaluation masks.
+    Gaussian masks (empty: none). vd_random_accelerations: R of the dual-UNet's own masks (variable-density random,
+    its central lines; empty: none). eval_split: held-out split. eval_seed: seed of the evaluation masks.
     max_cases: evaluate only the first this many cases (0: all). figure_acceleration / figure_frame: VISTA R and
     frame of the method grid. fe_steps: stage-1 steps of SSFL-Recon (-1: the same budget as every method, 0: none,
     which needs pretrained FE weights). pretrained_fe_vicreg / pretrained_fe_contrastive: FE weights to use instead
@@ -69,6 +74,7 @@ class BenchmarkSection:
     methods: list[str] = field(default_factory=lambda: list(BENCHMARK_METHODS))
     accelerations: list[float] = field(default_factory=lambda: [4.0, 8.0, 12.0, 16.0])
     gaussian_accelerations: list[float] = field(default_factory=lambda: [4.0, 8.0, 16.0])
+    vd_random_accelerations: list[float] = field(default_factory=lambda: [5.0])
     eval_split: str = "test"
     eval_seed: int = 1234
     max_cases: int = 0
@@ -87,9 +93,11 @@ class BenchmarkSection:
             raise ConfigError(f"benchmark.methods: duplicates in {self.methods}")
         if not self.accelerations or any(r < 1.0 for r in self.accelerations):
             raise ConfigError(f"benchmark.accelerations: expected R values >= 1, got {self.accelerations}")
-        if any(r < 1.0 for r in self.gaussian_accelerations):
-            raise ConfigError(f"benchmark.gaussian_accelerations: expected R values >= 1, got "
-                              f"{self.gaussian_accelerations}")
+        for key in ("gaussian_accelerations", "vd_random_accelerations"):
+            values = getattr(self, key)
+            if not all(math.isfinite(r) and r >= 1.0 for r in values) or len(set(values)) != len(values):
+                raise ConfigError(f"benchmark.{key}: expected distinct finite R values >= 1 (empty: none), got "
+                                  f"{values}")
         if self.eval_split not in ("train", "val", "test"):
             raise ConfigError(f"benchmark.eval_split: expected train, val or test, got {self.eval_split!r}")
         if self.max_cases < 0 or self.fe_steps < -1 or self.figure_frame < 0:
@@ -204,8 +212,8 @@ def benchmark_tables(trained: dict[str, dict], results: dict[str, dict]) -> str:
 
 def run_benchmark(cfg: BenchmarkConfig, out_dir: str | Path, verbose="auto") -> dict[str, Any]:
     """Trains and evaluates every method of ``cfg.benchmark.methods``; writes into ``out_dir``: ``config.yaml``,
-    ``runs/<method>/`` (each run folder), ``training.json``, ``eval_vista/`` and ``eval_gaussian/`` (the
-    ``evaluation.evaluate`` reports), ``table.md``, ``method_grid.png`` and ``report.md``. Returns the summary."""
+    ``runs/<method>/`` (each run folder), ``training.json``, ``eval_vista/``, ``eval_gaussian/`` and
+    ``eval_vd-random/`` (the ``evaluation.evaluate`` reports), ``table.md``, ``method_grid.png`` and ``report.md``. Returns the summary."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
@@ -232,21 +240,24 @@ def run_benchmark(cfg: BenchmarkConfig, out_dir: str | Path, verbose="auto") -> 
     max_cases = bench.max_cases or None
 
     def cases(kind: str):
+        num_center = DUAL_UNET_CENTER_LINES if kind == "vd-random" else None
+
         def cases_for(acc: float):
             return itertools.islice(pipelines.eval_cases(cfg.data, bench.eval_split, acc, mask_kind=kind,
-                                                         seed=bench.eval_seed), max_cases)
+                                                         seed=bench.eval_seed, num_center=num_center), max_cases)
         return cases_for
 
-    families = [("vista", bench.accelerations)]
-    if bench.gaussian_accelerations:
-        families.append(("gaussian", bench.gaussian_accelerations))
+    families = [(kind, accs) for kind, accs in (("vista", bench.accelerations),
+                                                ("gaussian", bench.gaussian_accelerations),
+                                                ("vd-random", bench.vd_random_accelerations)) if accs]
     results = {}
     for kind, accs in families:
         log.info("evaluating %d methods on %s masks at R = %s — %.0f s elapsed", len(methods), kind,
                  ", ".join(f"{a:g}" for a in accs), time.time() - start)
         result = evaluate(cases(kind), methods, accs, out / f"eval_{kind}", figure_cases=0, gif_cases=0,
                           settings={"benchmark": "benchmark-methods", "mask_kind": kind, "split": bench.eval_split,
-                                    "seed": bench.eval_seed})
+                                    "seed": bench.eval_seed,
+                                    "num_center": DUAL_UNET_CENTER_LINES if kind == "vd-random" else None})
         results[kind] = result.summary
 
     case = next(iter(cases("vista")(bench.figure_acceleration)), None)
