@@ -281,6 +281,9 @@ def run_benchmark(cfg: BenchmarkConfig, out_dir: str | Path, verbose="auto") -> 
               f"(batch {cfg.train.batch_size}, Adam {cfg.train.learning_rate:g}). Training wall time includes graph "
               f"tracing and the per-epoch checkpoints; parameters are those used at inference (SSFL-Recon: "
               f"reconstruction network + frozen FE-Net). Total {total:.0f} s.", "",
+              *(["Per-method settings (benchmark.overrides): " + "; ".join(
+                  f"{n}: {', '.join(sets)}" for n, sets in bench.overrides.items() if sets), ""]
+                if any(bench.overrides.values()) else []),
               table, "![method grid](method_grid.png)", ""]
     atomic_write_text(out / "report.md", "\n".join(report))
     log.info("benchmark finished in %.0f s: %s", total, out / "report.md")
