@@ -326,7 +326,7 @@ def recon_dataset(cfg: DataConfig, split: str = "train", seed: int | None = None
 
 
 # ------------------------------------------------------------------------------ acquired data (baselines)
-def _acquired_mask(kind: str, ny: int, nt: int, acc: float, seed: int, cache_dir: Path | None,
+def acquired_mask(kind: str, ny: int, nt: int, acc: float, seed: int, cache_dir: Path | None,
                    num_center: int | None) -> np.ndarray:
     """(ny, nt) mask of ``kind``; ``num_center`` (for the kinds that take it) is capped at half the lines of a
     frame, so small test images still get random lines outside the centre."""
@@ -402,7 +402,7 @@ def acquired_dataset(cfg: DataConfig, split: str = "train", seed: int | None = N
     prospective = cfg.masks == "prospective"
     bank = None if prospective and accelerations is None else MaskBank(
         cfg, store.geometries, accs, kind=kind, seeds=seeds,
-        make=lambda ny, nt, acc, s: _acquired_mask(kind, ny, nt, acc, s, cache, num_center))
+        make=lambda ny, nt, acc, s: acquired_mask(kind, ny, nt, acc, s, cache, num_center))
     base_key = stream_key(seed, STREAM_RECON + 100)
     train = split == "train"
 

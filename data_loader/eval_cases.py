@@ -9,14 +9,14 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from data_loader.datasets import _acquired_mask
+from data_loader.datasets import acquired_mask
 from data_loader.masks import mask_to_tensor_layout
 from data_loader.store import check_split, data_size, load_split, make_mask, mask_cache_dir, num_examples
 from utils import mri
 from utils.schema import DataConfig
 
 
-def _case_seed(seed: int, index: int) -> int:
+def case_seed_of(seed: int, index: int) -> int:
     """Mask seed of evaluation case ``index``: independent per (seed, index), below 2**31 for every generator."""
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0] % (2**31 - 1))
 
@@ -49,7 +49,7 @@ def eval_cases(cfg: DataConfig, split: str, acc: float, mask_kind: str = "vista"
     if cfg.dummy:
         t, x, y, c = data_size(cfg)
         for index in range(num_examples(cfg, split)):
-            rng = np.random.default_rng(_case_seed(seed, index))
+            rng = np.random.default_rng(case_seed_of(seed, index))
 
             def rand(*shape):
                 return (rng.random(shape, dtype=np.float32) + 1j * rng.random(shape, dtype=np.float32)).astype(
@@ -63,11 +63,11 @@ def eval_cases(cfg: DataConfig, split: str, acc: float, mask_kind: str = "vista"
     cache = mask_cache_dir(cfg)
     for index in range(len(data)):
         t, _, ny, _ = data.shape(index)
-        case_seed = _case_seed(seed, index)
+        case_seed = case_seed_of(seed, index)
         if num_center is None:
             mask = make_mask(mask_kind, ny, t, float(acc), case_seed, cache)
         else:  # the training masks' rule (same capping), so a method is scored on masks like its own
-            mask = _acquired_mask(mask_kind, ny, t, float(acc), case_seed, cache, num_center)
+            mask = acquired_mask(mask_kind, ny, t, float(acc), case_seed, cache, num_center)
         mask = mask_to_tensor_layout(mask)
         maps = data.coil_maps[index][None]
         kspace = mask * data.fully_sampled_kspace(index)[None]

@@ -191,7 +191,7 @@ class FeatureNet(keras.Model):
                 else:
                     out[f"decoder/{i}/{key}"] = var
             out[f"tau/{i}/scalar"] = self.taus[i].scalar
-            out[f"dc/{i}/weight"] = self.dcs[i]._weight
+            out[f"dc/{i}/weight"] = self.dcs[i].weight_variable
             if include_projector:
                 p = self.projectors[i]
                 out[f"p/{i}/1/kernel"], out[f"p/{i}/1/bias"] = p.dense_1.kernel, p.dense_1.bias

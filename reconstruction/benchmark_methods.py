@@ -51,9 +51,18 @@ TRAINED = {
     "ei-r": ("ei-r", None),
     "ddei": ("ddei", None),
     "dual-unet": ("dual-unet", None),
+    "t-ssdu": ("t-ssdu", None),
+    "t-ssdu*": ("t-ssdu*", None),
+    "phase2phase": ("phase2phase", None),
+    "ddei-cpab": ("ddei-cpab", None),
+    "ddei-sure": ("ddei-sure", None),
+    "ei-r-sure": ("ei-r-sure", None),
+    "ddei-crnn": ("ddei-cpab", None),  # DDEI as its paper trains it: CRNN backbone (model.backbone=crnn)
     "ssfl-vicreg": ("ssfl-recon", "vicreg"),
     "ssfl-contrastive": ("ssfl-recon", "contrastive"),
 }
+# settings that define a benchmark method beyond its model.method (applied before benchmark.overrides)
+METHOD_SETTINGS = {"ddei-crnn": ["model.backbone=crnn"]}
 BENCHMARK_METHODS = (*CLASSICAL, *TRAINED)
 
 
@@ -134,7 +143,8 @@ def method_config(cfg: BenchmarkConfig, name: str, run_dir: Path) -> ExperimentC
     data["train"]["run_dir"] = str(run_dir)
     # one process trains every method and TF's thread pools can be set once: all keep TF's defaults
     data["train"]["threads"] = "tf"
-    apply_overrides(data, cfg.benchmark.overrides.get(name, []))
+    data["train"]["save_every_epoch"] = False  # the final weights are what the benchmark evaluates
+    apply_overrides(data, METHOD_SETTINGS.get(name, []) + cfg.benchmark.overrides.get(name, []))
     return from_dict(ExperimentConfig, data, where=f"benchmark method {name}")
 
 

@@ -37,7 +37,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from reconstruction.transforms import Transform, _rank5, bilinear_sample
+from reconstruction.transforms import Transform, as_rank5, bilinear_sample
 
 PRIORS = ("normal", "smooth")
 DEFAULT_STEPS = 50
@@ -198,7 +198,7 @@ def cpab_coords(theta: tf.Tensor, size_x, size_y, tessellation: int = 3, zero_bo
 def cpab_warp(x: tf.Tensor, theta: tf.Tensor, tessellation: int = 3, zero_boundary: bool = True,
               volume_preservation: bool = True, steps: int = DEFAULT_STEPS) -> tf.Tensor:
     """Applies the CPAB diffeomorphism ``theta`` (B, d) to every frame of (B,T,X,Y,C) ``x``: ``out(p) = x(T(p))``."""
-    x = _rank5("x", x)
+    x = as_rank5("x", x)
     shape = tf.shape(x)
     coords = cpab_coords(theta, shape[2], shape[3], tessellation, zero_boundary, volume_preservation, steps)
     return bilinear_sample(x, coords, fill="border")

@@ -136,7 +136,7 @@ class SSFLRecon(keras.Model):
                     name = f"recon_unet/{i}/ops/3/{rest}"
                 out[name] = var
             out[f"tau/{i}/scalar"] = self.taus[i].scalar
-            out[f"dc/{i}/weight"] = self.dcs[i]._weight
+            out[f"dc/{i}/weight"] = self.dcs[i].weight_variable
         if include_feature_extractor:
             for key, var in self.feature_extractor.original_variables(include_projector=False).items():
                 out[f"feature_extractor/{key}"] = var

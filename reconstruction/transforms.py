@@ -67,7 +67,7 @@ SHIFT_PADDINGS = ("reflect", "circular")
 
 
 # --------------------------------------------------------------------------------------------- plain ops
-def _rank5(name: str, x) -> tf.Tensor:
+def as_rank5(name: str, x) -> tf.Tensor:
     """``x`` as a tensor; ValueError unless it is (B,T,X,Y,C)."""
     x = tf.convert_to_tensor(x)
     if x.shape.rank is not None and x.shape.rank != 5:
@@ -82,7 +82,7 @@ def time_shift(x: tf.Tensor, shifts) -> tf.Tensor:
         x: (B,T,X,Y,C) tensor.
         shifts: int scalar or (B,) ints (any sign).
     """
-    x = _rank5("x", x)
+    x = as_rank5("x", x)
     num_frames = tf.shape(x)[1]
     shifts = tf.cast(shifts, tf.int32)
     shifts = tf.broadcast_to(tf.reshape(shifts, [-1]), [tf.shape(x)[0]])
@@ -112,7 +112,7 @@ def shift_time(x: tf.Tensor, shifts, padding: str = "reflect") -> tf.Tensor:
         raise ValueError(f"padding: expected one of {SHIFT_PADDINGS}, received {padding!r}")
     if padding == "circular":
         return time_shift(x, shifts)
-    x = _rank5("x", x)
+    x = as_rank5("x", x)
     num_frames = tf.shape(x)[1]
     shifts = tf.broadcast_to(tf.reshape(tf.cast(shifts, tf.int32), [-1]), [tf.shape(x)[0]])
     index = reflect_index(tf.range(num_frames)[None, :] - shifts[:, None], num_frames)
@@ -147,7 +147,7 @@ def bilinear_sample(x: tf.Tensor, coords: tf.Tensor, fill: str = "zeros") -> tf.
     """
     if fill not in FILL_MODES:
         raise ValueError(f"fill: expected one of {FILL_MODES}, received {fill!r}")
-    x = _rank5("x", x)
+    x = as_rank5("x", x)
     dtype = x.dtype
     values, was_complex = _as_real_channels(x)
     real_dtype = values.dtype
@@ -200,7 +200,7 @@ def rotate(x: tf.Tensor, angles) -> tf.Tensor:
         x: (B,T,X,Y,C) real or complex tensor.
         angles: scalar or (B,) angles in radians.
     """
-    x = _rank5("x", x)
+    x = as_rank5("x", x)
     shape = tf.shape(x)
     angles = tf.broadcast_to(tf.reshape(tf.cast(angles, tf.float32), [-1]), [shape[0]])
     grid = _pixel_grid(shape[2], shape[3])
@@ -223,7 +223,7 @@ def warp(x: tf.Tensor, displacement: tf.Tensor, fill: str = "border") -> tf.Tens
         displacement: (B,X,Y,2) float displacement (rows, columns) in pixels.
         fill: see :func:`bilinear_sample` (``"border"`` keeps the image range).
     """
-    x = _rank5("x", x)
+    x = as_rank5("x", x)
     shape = tf.shape(x)
     grid = _pixel_grid(shape[2], shape[3], displacement.dtype)
     return bilinear_sample(x, grid[None] + displacement, fill=fill)
@@ -284,7 +284,7 @@ class Transform:
     name = "transform"
 
     def __call__(self, x: tf.Tensor, seed) -> tf.Tensor:
-        x = _rank5("x", x)
+        x = as_rank5("x", x)
         return self.apply(x, seed)
 
     def apply(self, x: tf.Tensor, seed) -> tf.Tensor:

@@ -1,4 +1,4 @@
-"""Mirrored-strategy run for tests/test_distribute.py, in its own process.
+"""Mirrored-strategy run for tests/utils/test_distribute.py, in its own process.
 
 The two logical CPU devices must be configured before TensorFlow runs any op, which the pytest process has long
 done. Usage: ``python tests/_distribute_worker.py FEATURES_YAML RECON_YAML OUT_DIR``.

@@ -4,8 +4,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import sys
+
 import numpy as np
 import pytest
+
+# tests/ mirrors the packages (tests/utils, tests/data_loader, ...); the shared helpers (helpers.py, conftest.py)
+# and a few test modules imported by others are found from every folder.
+_TESTS = Path(__file__).resolve().parent
+for _folder in [_TESTS, *sorted(p for p in _TESTS.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))]:
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import utils  # noqa: E402,F401  (TensorFlow's environment defaults, as every command gets them: utils/__init__.py)

@@ -47,7 +47,7 @@ def _check_conv_dtype(conv_dtype: str | None) -> None:
         raise ValueError(f"conv_dtype: expected one of {list(CONV_DTYPES)}, received {conv_dtype!r}")
 
 
-def _after(gradients: Sequence[tf.Tensor], *tensors: tf.Tensor) -> list[tf.Tensor]:
+def after_gradients(gradients: Sequence[tf.Tensor], *tensors: tf.Tensor) -> list[tf.Tensor]:
     """``tensors`` behind a control dependency on the incoming ``gradients``.
 
     The graph executor runs an op as soon as its inputs exist, so backward-pass work that needs only forward
@@ -58,7 +58,7 @@ def _after(gradients: Sequence[tf.Tensor], *tensors: tf.Tensor) -> list[tf.Tenso
         return [tf.identity(t) for t in tensors]
 
 
-def _to(t: tf.Tensor, conv_dtype: str | None) -> tf.Tensor:
+def to_conv_dtype(t: tf.Tensor, conv_dtype: str | None) -> tf.Tensor:
     """``t`` in the convolutions' type (mixed precision), unchanged for float32 (``conv_dtype`` None)."""
     return t if conv_dtype is None else tf.cast(t, conv_dtype)
 
@@ -66,7 +66,7 @@ def _to(t: tf.Tensor, conv_dtype: str | None) -> tf.Tensor:
 def _conv_same(a: tf.Tensor, w: tf.Tensor, conv_dtype: str | None = None) -> tf.Tensor:
     """'same' real convolution; with ``conv_dtype`` its inputs are rounded to that type and the result is
     returned in float32, so the complex combination that follows stays in float32 (mixed precision)."""
-    out = tf.nn.conv3d(_to(a, conv_dtype), _to(w, conv_dtype), strides=[1, 1, 1, 1, 1], padding="SAME")
+    out = tf.nn.conv3d(to_conv_dtype(a, conv_dtype), to_conv_dtype(w, conv_dtype), strides=[1, 1, 1, 1, 1], padding="SAME")
     return out if conv_dtype is None else tf.cast(out, a.dtype)
 
 
@@ -81,7 +81,7 @@ def _conv_parts_forward(x_re, x_im, kernel, conv_dtype):
 
 def _make_fast_grad_conv(conv_dtype: str | None):
     def cast(t):
-        return _to(t, conv_dtype)
+        return to_conv_dtype(t, conv_dtype)
 
     @tf.custom_gradient
     def conv(x_re: tf.Tensor, x_im: tf.Tensor, kernel: tf.Tensor):
@@ -93,7 +93,7 @@ def _make_fast_grad_conv(conv_dtype: str | None):
             # k1 = c(a+b), k2 = a(d-c), k3 = b(c+d).
             g_re = tf.zeros_like(y[0]) if g_re is None else g_re
             g_im = tf.zeros_like(y[1]) if g_im is None else g_im
-            a_re, a_im, w_re, w_im = _after((g_re, g_im), x_re, x_im, kernel[..., 0], kernel[..., 1])
+            a_re, a_im, w_re, w_im = after_gradients((g_re, g_im), x_re, x_im, kernel[..., 0], kernel[..., 1])
             in_shape = tf.shape(a_re)
             w_shape = tf.shape(w_re)
 
@@ -180,7 +180,7 @@ def complex_conv3d_transpose_parts(x_re, x_im, kernel, output_shape, strides, co
     w_re, w_im = kernel[..., 0], kernel[..., 1]
 
     def conv_t(a, w):
-        out = tf.nn.conv3d_transpose(_to(a, conv_dtype), _to(w, conv_dtype), output_shape,
+        out = tf.nn.conv3d_transpose(to_conv_dtype(a, conv_dtype), to_conv_dtype(w, conv_dtype), output_shape,
                                      strides=[1, *strides, 1], padding="SAME")
         return out if conv_dtype is None else tf.cast(out, a.dtype)
 
@@ -212,7 +212,7 @@ def modrelu_parts(re: tf.Tensor, im: tf.Tensor, bias: tf.Tensor):
         g_re = tf.zeros_like(re) if g_re is None else g_re
         g_im = tf.zeros_like(im) if g_im is None else g_im
         # Only the input is kept for the backward pass: the magnitude is recomputed once the gradient arrives.
-        x_re, x_im = _after((g_re, g_im), re, im)
+        x_re, x_im = after_gradients((g_re, g_im), re, im)
         inv_m = tf.math.rsqrt(tf.square(x_re) + tf.square(x_im) + MODRELU_EPS)
         shifted = 1.0 + bias * inv_m  # (m + b) / m
         active = tf.cast(shifted > 0, shifted.dtype)

@@ -77,6 +77,11 @@ class _WeightedDC(keras.layers.Layer):
     def weight(self) -> tf.Tensor:
         return self._weight * self.weight_scale
 
+    @property
+    def weight_variable(self) -> keras.Variable:
+        """The stored (unscaled) weight variable, as checkpoints and the original's ``dc/{i}/weight`` hold it."""
+        return self._weight
+
     def get_config(self):
         return {**super().get_config(), "weight_init": self.weight_init, "weight_scale": self.weight_scale}
 

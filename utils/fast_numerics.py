@@ -26,7 +26,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from utils.complex_ops import MODRELU_EPS, _after, _to
+from utils.complex_ops import MODRELU_EPS, after_gradients, to_conv_dtype
 
 NUMERICS = ("faithful", "fast")
 
@@ -80,7 +80,7 @@ def conv3d(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor | None = None, group
     """'same' complex convolution of a stacked x (B,T,X,Y,2cin) with kernel (kt,kx,ky,cin,cout,2), optional
     complex bias (cout, 2); returns stacked (B,T,X,Y,2cout)."""
     w = block_kernel(tf.cast(kernel, x.dtype), groups)
-    y = tf.nn.conv3d(_to(x, conv_dtype), _to(w, conv_dtype), strides=[1, 1, 1, 1, 1], padding="SAME")
+    y = tf.nn.conv3d(to_conv_dtype(x, conv_dtype), to_conv_dtype(w, conv_dtype), strides=[1, 1, 1, 1, 1], padding="SAME")
     if conv_dtype is not None:
         y = tf.cast(y, x.dtype)
     if bias is not None:
@@ -99,7 +99,7 @@ def conv3d_transpose(x: tf.Tensor, kernel: tf.Tensor, strides: Sequence[int], bi
     shape = tf.shape(x)
     cout = int(kernel.shape[-3])
     out_shape = tf.stack([shape[0], shape[1] * strides[0], shape[2] * strides[1], shape[3] * strides[2], 2 * cout])
-    y = tf.nn.conv3d_transpose(_to(x, conv_dtype), _to(w, conv_dtype), out_shape, strides=[1, *strides, 1],
+    y = tf.nn.conv3d_transpose(to_conv_dtype(x, conv_dtype), to_conv_dtype(w, conv_dtype), out_shape, strides=[1, *strides, 1],
                                padding="SAME")
     if conv_dtype is not None:
         y = tf.cast(y, x.dtype)
@@ -127,7 +127,7 @@ def _modrelu(x: tf.Tensor, bias: tf.Tensor):
     def grad(g):
         # As utils/complex_ops.modrelu_parts: only the input is kept, the magnitude is recomputed; with
         # h = relu(m + b) / m and r = Re(conj(G) z): dL/dz = h G - b 1[m + b > 0] r z / m^3.
-        (x_flat,) = _after((g,), flat)
+        (x_flat,) = after_gradients((g,), flat)
         g_flat = tf.reshape(g, [-1, 2 * channels])
         inv_m = tf.math.rsqrt(tf.matmul(tf.square(x_flat), pair_sum) + MODRELU_EPS)
         shifted = 1.0 + bias * inv_m

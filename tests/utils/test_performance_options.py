@@ -345,7 +345,7 @@ def test_ablated_benchmark_runs_in_its_own_process(tmp_path):
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = tmp_path / "ablate.json"
     proc = subprocess.run([sys.executable, "-m", "scripts.cli", "benchmark", "--model", "ssfl-recon", "--mode",
                            "infer", "--size", "8,16,12,2", "--steps", "1", "--warmup", "1", "--ablate",

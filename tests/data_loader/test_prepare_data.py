@@ -1,6 +1,6 @@
 """``prepare-data`` on small synthetic trees in the real layouts (CMRxRecon 2023/2024/2025 .mat, OCMR ISMRMRD, the
 original layout) -> training of both stages on the output (stage 2 with the stored prospective masks) -> ``evaluate
---protocol``; bad input. Baselines on prepared output (with prospective masks): tests/test_prospective_masks.py."""
+--protocol``; bad input. Baselines on prepared output (with prospective masks): tests/data_loader/test_prospective_masks.py."""
 from __future__ import annotations
 
 import csv

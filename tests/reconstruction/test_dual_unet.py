@@ -288,8 +288,8 @@ def test_benchmark_vd_random_family_is_parsed_and_validated():
 
 def test_vd_random_eval_cases_use_the_training_mask_rule(tmp_path):
     from data_loader import pipelines
-    from data_loader.datasets import _acquired_mask
-    from data_loader.eval_cases import _case_seed
+    from data_loader.datasets import acquired_mask
+    from data_loader.eval_cases import case_seed_of
     from reconstruction.methods import DUAL_UNET_ACCELERATION, DUAL_UNET_CENTER_LINES
 
     cfg = load_config(ExperimentConfig, None, ["stage=recon", f"data.root={tmp_path / 'data'}",
@@ -302,7 +302,7 @@ def test_vd_random_eval_cases_use_the_training_mask_rule(tmp_path):
     for index, case in enumerate(cases):
         lines = case["mask"][0, :, 0, :, 0]  # (T, Y): 40 / 5 = 8 lines per frame, 11 central capped at 4
         assert np.all(lines.sum(axis=1) == 8) and np.all(lines[:, 18:22] == 1)
-        expected = _acquired_mask("vd-random", 40, 4, DUAL_UNET_ACCELERATION, _case_seed(7, index), None,
+        expected = acquired_mask("vd-random", 40, 4, DUAL_UNET_ACCELERATION, case_seed_of(7, index), None,
                                   DUAL_UNET_CENTER_LINES)
         np.testing.assert_array_equal(lines, expected.T)
     with pytest.raises(ValueError, match="num_center"):  # the generator's default (11) does not fit 8 lines

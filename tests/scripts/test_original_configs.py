@@ -9,7 +9,7 @@ import pytest
 from utils.config import from_dict, load_config, load_yaml
 from utils.schema import ExperimentConfig
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO_ROOT / "configs").glob("*.yaml"))
 
 # Values read from the authors' scripts: feature_learning/train/train_vicreg.py, train_contrastive.py,
@@ -34,7 +34,7 @@ ORIGINAL = {
 
 def _load(path: Path) -> ExperimentConfig:
     """The experiment sections of a config; the method benchmark's own ``benchmark:`` section is checked by
-    tests/test_config.py."""
+    tests/utils/test_config.py."""
     data = load_yaml(path)
     data.pop("benchmark", None)
     return from_dict(ExperimentConfig, data, str(path))

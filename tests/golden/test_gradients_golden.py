@@ -82,7 +82,7 @@ def computed(request):
     targets = [variables[n] for n in names]
 
     # eager, as the fixtures were made (graph mode differs from eager by <= 3e-3 of max|g| for the feature models and
-    # 2.2e-5 for SSFL-Recon, inside the tolerances; tests/test_training.py trains in graph mode)
+    # 2.2e-5 for SSFL-Recon, inside the tolerances; tests/utils/test_training.py trains in graph mode)
     with tf.GradientTape() as tape:
         loss = loss_fn()
     grads = tape.gradient(loss, targets)

@@ -12,7 +12,7 @@ import pytest
 
 from utils import threads
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("text,expected", [("auto", "auto"), ("TF", "tf"), ("1,2", (1, 2)), (" 0, 4 ", (0, 4))])

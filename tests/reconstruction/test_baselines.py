@@ -362,7 +362,7 @@ def test_shipped_benchmark_configs_load_and_give_valid_method_configs(tmp_path, 
     from reconstruction.benchmark_methods import TRAINED, BenchmarkConfig, load_benchmark_config, method_config
     from utils.config import save_config
 
-    path = Path(__file__).resolve().parents[1] / "configs" / name
+    path = Path(__file__).resolve().parents[2] / "configs" / name
     cfg = load_benchmark_config(path)
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(BenchmarkConfig, tmp_path / "config.yaml") == cfg
