@@ -9,6 +9,7 @@ from typing import Callable
 
 from utils.config import load_config
 from utils.schema import ExperimentConfig
+from utils.training import NonFiniteLossError, read_summary
 
 
 def positive_ints(text: str, count: int) -> tuple[int, ...] | None:
@@ -29,7 +30,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 def load_registries() -> None:
     """Imports the registries of methods, transforms and losses, which declare their names to the config schema
     (``utils.schema.register_choices``), so a config names a wrong one before anything runs."""
-    import reconstruction.methods  # noqa: F401  (imports TensorFlow: only where a config is read)
+    # imported here, not at the top: loading every method, network and transform takes about 3.7 s, which only the
+    # commands that read a config should pay (make-data, make-masks, prepare-data do not)
+    import reconstruction.methods  # noqa: F401
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
@@ -40,8 +43,6 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 def run_training(command: str, train: Callable[[], Path], config: str, weights_label: str) -> int:
     """Runs ``train()`` (returns the run folder) for the CLI ``command``: exit 3 on a non-finite loss, 4 on an OS
     error (disk full, ...: the last checkpoint is intact), 0 with a resume hint after SIGTERM/SIGINT."""
-    from utils.training import NonFiniteLossError, read_summary
-
     log = logging.getLogger(f"scripts.{command.replace('-', '_')}")
     try:
         run_dir = train()

@@ -5,6 +5,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from reconstruction.benchmark_methods import load_benchmark_config, run_benchmark
 from scripts._common import add_config_arguments
 
 log = logging.getLogger(__name__)
@@ -19,8 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconstruction.benchmark_methods import load_benchmark_config, run_benchmark
-
     cfg = load_benchmark_config(args.config, args.overrides)
     out = Path(args.out or cfg.train.run_dir)
     run_benchmark(cfg, out, verbose=0 if args.quiet else 2)

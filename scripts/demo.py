@@ -14,6 +14,17 @@ import logging
 import time
 from pathlib import Path
 
+from data_loader import pipelines
+from evaluation.evaluate import classical_methods, evaluate_split, model_method, report_lines
+from feature_learning.train import train_features
+from reconstruction.train import build_recon_model, train_recon
+from utils.config import load_config
+from utils.io import atomic_write_text
+from utils.machine import cpu_description
+from utils.schema import ExperimentConfig
+from utils.training import WEIGHTS_NAME, read_summary
+from utils.weights import load_weights
+
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 DUMMY_FE = REPO / "dummy_weights" / "fe_vicreg_synthetic.weights.h5"
@@ -42,17 +53,6 @@ def _steps(summary: dict | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from data_loader import pipelines
-    from evaluation.evaluate import classical_methods, evaluate_split, model_method, report_lines
-    from feature_learning.train import train_features
-    from reconstruction.train import build_recon_model, train_recon
-    from utils.config import load_config
-    from utils.io import atomic_write_text
-    from utils.schema import ExperimentConfig
-    from utils.machine import cpu_description
-    from utils.training import WEIGHTS_NAME, read_summary
-    from utils.weights import load_weights
-
     overrides = list(args.overrides)
     if args.gpu_scale:
         # a GPU run of the original size: no wall-clock budget (that is for slow CPUs)

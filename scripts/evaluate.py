@@ -19,7 +19,14 @@ import logging
 import math
 from pathlib import Path
 
-from scripts._common import load_registries
+from data_loader.masks import MASK_GENERATORS
+from evaluation.evaluate import classical_methods, evaluate_split, markdown_table, model_method
+from evaluation.metrics import MetricOptions
+from reconstruction.train import build_recon_model
+from scripts._common import load_registries, positive_ints
+from utils.config import load_config
+from utils.schema import ExperimentConfig
+from utils.weights import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +121,6 @@ def parse_accelerations(text: str) -> list[float]:
 
 def metric_options(args: argparse.Namespace):
     """``MetricOptions`` from the metric flags (errors name the flag)."""
-    from evaluation.metrics import MetricOptions
 
     text = args.psnr_range.strip()
     if text in PSNR_RANGES:
@@ -130,8 +136,6 @@ def metric_options(args: argparse.Namespace):
     if crop_text in ("none", "cmrxrecon"):
         crop = None if crop_text == "none" else "cmrxrecon"
     else:
-        from scripts._common import positive_ints
-
         crop = positive_ints(crop_text, 2)
         if crop is None:
             raise ValueError(f"--crop: expected none, cmrxrecon or two positive integers CX,CY, got {crop_text!r}")
@@ -141,8 +145,6 @@ def metric_options(args: argparse.Namespace):
 
 def resolve_config(args: argparse.Namespace):
     """The experiment config: ``--config``, else the run folder's ``config.yaml`` (with ``--set``)."""
-    from utils.config import load_config
-    from utils.schema import ExperimentConfig
 
     path = args.config
     if path is None:
@@ -166,14 +168,13 @@ def load_model_weights(model, weights: str) -> str:
         FileNotFoundError: nothing usable at ``weights`` (the message names the path and what was expected).
         ValueError: the weights do not fit the model built from the config.
     """
-    from utils.weights import load_weights
 
     # an SSFL-Recon checkpoint of the original may leave out the FE (it is loaded from train.pretrained_fe)
     return load_weights(model, weights, "--weights", optional_prefixes=("feature_extractor/",)).checkpoint
 
 
 def run(args: argparse.Namespace) -> int:
-    # cheap checks first: a typo fails before TensorFlow is imported and data are read
+    # cheap checks first: a typo fails before data are read
     methods_wanted = parse_methods(args.methods, args.weights is not None)
     accelerations = parse_accelerations(args.accelerations)
     for flag, value, minimum in (("--cases", args.cases, 1), ("--cg-iters", args.cg_iters, 1),
@@ -188,15 +189,12 @@ def run(args: argparse.Namespace) -> int:
     options = metric_options(args)
     cfg = resolve_config(args)
     if args.mask_kind is not None:
-        from data_loader.masks import MASK_GENERATORS
-
         if args.mask_kind not in MASK_GENERATORS:
             raise ValueError(f"--mask-kind: unknown kind {args.mask_kind!r}; valid kinds: "
                              f"{', '.join(MASK_GENERATORS)}")
     if cfg.data.size and args.frame >= int(cfg.data.size[0]) and cfg.data.source == "synthetic":
         raise ValueError(f"--frame {args.frame}: the synthetic cines have {cfg.data.size[0]} frames")
 
-    from evaluation.evaluate import classical_methods, evaluate_split, markdown_table, model_method
 
     classical = classical_methods(cg_iters=args.cg_iters)
     methods = {}
@@ -205,7 +203,6 @@ def run(args: argparse.Namespace) -> int:
         if name != "model":
             methods[name] = classical[name]
             continue
-        from reconstruction.train import build_recon_model
 
         model = build_recon_model(cfg)
         weights_read = load_model_weights(model, args.weights)

@@ -5,6 +5,17 @@ import argparse
 import logging
 from pathlib import Path
 
+import h5py
+import numpy as np
+
+from data_loader.cases import load_case
+from evaluation.figures import save_cine_gif, save_comparison_panel
+from reconstruction.model import SSFLRecon
+from utils.config import load_config
+from utils.io import atomic_path, atomic_savez
+from utils.schema import ExperimentConfig
+from utils.weights import load_weights
+
 log = logging.getLogger(__name__)
 
 
@@ -25,10 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_recon_model(weights: str, feature_method: str | None = None, num_iter: int | None = None):
     """Builds SSFL-Recon and loads weights from a run folder, a .weights.h5 file or an original checkpoint."""
-    from reconstruction.model import SSFLRecon
-    from utils.config import load_config
-    from utils.schema import ExperimentConfig
-    from utils.weights import load_weights
 
     path = Path(weights)
     unet = None
@@ -45,11 +52,6 @@ def load_recon_model(weights: str, feature_method: str | None = None, num_iter: 
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from data_loader.cases import load_case
-    from utils.io import atomic_path, atomic_savez
-
     model = load_recon_model(args.weights, args.feature_method, args.num_iter)
     case = load_case(args.input)
     recon = np.asarray(model(case))
@@ -57,8 +59,6 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix == ".npz":
         atomic_savez(out, recon=recon)
     elif out.suffix in (".h5", ".hdf5"):
-        import h5py
-
         with atomic_path(out) as tmp:
             with h5py.File(tmp, "w") as fh:
                 fh.create_dataset("recon", data=recon)
@@ -66,13 +66,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {args.out!r}: expected a .npz or .h5 file name")
     zero_filled = np.asarray(case["x"])
     if args.png:
-        from evaluation.figures import save_comparison_panel
-
         save_comparison_panel(args.png, zero_filled[0], zero_filled[0], recon[0],
                               title=f"SSFL-Recon of {Path(args.input).name} (left: zero-filled input)")
     if args.gif:
-        from evaluation.figures import save_cine_gif
-
         save_cine_gif(args.gif, recon[0])
     log.info("wrote %s %s", out, recon.shape)
     return 0

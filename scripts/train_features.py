@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from feature_learning.train import train_features
 from scripts._common import add_config_arguments, config_from_args, run_training
 
 
@@ -14,7 +15,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from feature_learning.train import train_features
-
     cfg = config_from_args(args)
     return run_training("train-features", lambda: train_features(cfg, resume=args.resume), args.config, "FE weights")

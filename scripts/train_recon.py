@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from reconstruction.train import train_recon
 from scripts._common import add_config_arguments, config_from_args, run_training
 
 
@@ -17,8 +18,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconstruction.train import train_recon
-
     cfg = config_from_args(args)
     if args.pretrained_fe is not None:
         cfg.train.pretrained_fe = args.pretrained_fe

@@ -112,7 +112,7 @@ def _tiny_yaml(stage: str, root: Path, run_dir: Path) -> str:
             f"  seed: 0\n  mask_cache: {root / 'masks'}\n  mask_seeds: 2\n")
     data += "  min_r: 2.0\n  max_r: 4.0\n" if stage == "features" else "  start_r: 2.0\n  train_r: [2.0, 4.0]\n"
     return (f"stage: {stage}\n{data}model:\n  num_iter: 1\n  num_levels: 1\n  filters: 4\n  feature_method: vicreg\n"
-            f"train:\n  epochs: 1\n  steps_per_epoch: 1\n  val_steps: 1\n  run_dir: {run_dir}\n")
+            f"train:\n  epochs: 1\n  steps_per_epoch: 1\n  val_steps: 0\n  run_dir: {run_dir}\n")
 
 
 def test_demo_runs_both_stages_and_writes_the_report(tmp_path) -> None:
