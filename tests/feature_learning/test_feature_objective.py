@@ -52,3 +52,25 @@ def test_engine_infers_features_and_checks_the_views():
         engine.compute_losses(_views(3), training=False)
     with pytest.raises(ValueError, match="method: expected one of"):
         FeatureObjective("simclr")
+
+
+def test_shipped_fe_weights_load_into_the_network_and_its_engine(tmp_path):
+    # the weight file layout is the network's: files written before the engine existed still load, and an engine
+    # writes the same layout
+    from conftest import REPO_ROOT
+    from reconstruction.pretrained import load_feature_weights
+    from utils.weights import load_weights
+
+    shipped = REPO_ROOT / "dummy_weights" / "fe_vicreg_synthetic.weights.h5"
+    network = FeatureNet(2, "vicreg")
+    network.build_all()
+    report = load_feature_weights(network, str(shipped))
+    assert not report.not_restored and len(report.restored) == len(network.original_variables())
+    engine = Engine(network, FeatureObjective("vicreg"))
+    engine.build_all()
+    engine.save_weights(tmp_path / "again.weights.h5")
+    other = Engine(FeatureNet(2, "vicreg"), FeatureObjective("vicreg"))
+    other.build_all()
+    load_weights(other, tmp_path / "again.weights.h5")
+    for a, b in zip(other.network.weights, network.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
