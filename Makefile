@@ -5,6 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# SLOW=1 (what .ci/run uses) also runs the end-to-end tests marked slow (about 9 more minutes on 2 cores)
+SLOW ?=
 
 .PHONY: install test demo clean
 
@@ -19,7 +21,7 @@ $(STAMP): setup.py | $(BIN)/python
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+	$(BIN)/python -m pytest -q $(if $(SLOW),,-m "not slow") $(PYTEST_ARGS) tests
 
 demo: $(STAMP)
 	$(BIN)/ssfl-recon demo $(if $(PRETRAINED),--pretrained,) $(DEMO_ARGS)

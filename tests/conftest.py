@@ -56,3 +56,9 @@ def fixtures() -> Path:
 def load_golden(name: str) -> dict[str, np.ndarray]:
     with np.load(fixtures_dir() / "golden" / name, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
+
+
+def pytest_configure(config) -> None:
+    # `make test` leaves these out to stay within 12 minutes on a 2-core CPU; `.ci/run` runs them (make test SLOW=1)
+    config.addinivalue_line("markers", "slow: end-to-end runs of 20 s to 3 min (SIGKILL/SIGTERM resume, tf.distribute "
+                                       "processes, mixed precision and recompute training, benchmark-methods, demo)")

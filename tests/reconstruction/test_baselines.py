@@ -315,6 +315,7 @@ def bench(tmp_path_factory) -> dict:
     return {"base": base, "config": config, "out": out}
 
 
+@pytest.mark.slow
 def test_benchmark_writes_table_training_record_and_figure(bench):
     out: Path = bench["out"]
     training = json.loads((out / "training.json").read_text())

@@ -115,6 +115,7 @@ def _tiny_yaml(stage: str, root: Path, run_dir: Path) -> str:
             f"train:\n  epochs: 1\n  steps_per_epoch: 1\n  val_steps: 0\n  run_dir: {run_dir}\n")
 
 
+@pytest.mark.slow
 def test_demo_runs_both_stages_and_writes_the_report(tmp_path) -> None:
     fe_yaml, rc_yaml = tmp_path / "fe.yaml", tmp_path / "rc.yaml"
     fe_yaml.write_text(_tiny_yaml("features", tmp_path, tmp_path / "runs" / "fe"), encoding="utf-8")

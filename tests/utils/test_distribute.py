@@ -132,6 +132,7 @@ def assert_same_weights(dist: dict[str, np.ndarray], ref: dict[str, np.ndarray],
     return compared
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prefix", ["fe", "recon"])
 def test_mirrored_two_steps_equal_single_device_with_averaged_gradients(mirrored, prefix):
     """FE-Net (VICReg, BatchNorm in the projector) and SSFL-Recon, each trained for two steps on two replicas with
@@ -183,6 +184,7 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
+@pytest.mark.slow
 def test_multi_worker_two_processes_chief_writes_one_checkpoint(mirrored, tmp_path):
     """Two worker processes on localhost ports (TF_CONFIG) train the FE-Net for two steps through
     ``ssfl-recon train-features --set train.distribute=multi_worker``; both finish, only worker 0 (the chief)

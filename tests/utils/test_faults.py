@@ -121,6 +121,7 @@ def _recon_config(base: Path, data: Path, run_dir: Path) -> Path:
 
 
 # ------------------------------------------------------------------------ kill -9 at random points, resume
+@pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_equals_uninterrupted_run(tmp_path):
     """One uninterrupted reference run (in parallel, own data copy) and one run interrupted 6 times: SIGKILL
     during start-up, SIGKILL 4 times at a random moment after a random step (sometimes inside the checkpoint write),
@@ -208,6 +209,7 @@ class _SendSignal(keras.callbacks.Callback):
             os.kill(os.getpid(), self.signum)  # arrives while the step runs
 
 
+@pytest.mark.slow
 def test_sigint_finishes_the_step_checkpoints_and_resumes_mid_epoch_exactly(tmp_path, monkeypatch):
     # SIGTERM takes the same path; it is sent to a CLI run in the SIGKILL test above
     signum = signal.SIGINT
@@ -402,6 +404,7 @@ def test_run_lock_live_stale_foreign_and_garbage_holders(tmp_path, caplog):
 
 
 # ------------------------------------------------------------------------ NaN/Inf: stop or skip
+@pytest.mark.slow
 def test_on_nan_skip_leaves_the_step_out_and_counts_it(tmp_path):
     # examples 0..5 with example 2 NaN; skipping it must equal training on the stream without it
     bad = _stream(bad=(2,))

@@ -169,6 +169,7 @@ def _loss_and_grads(kind: str, recompute: bool, views):
     return float(loss), [None if g is None else g.numpy() for g in grads]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ssfl"])  # the same utils.recompute path serves FE-Net; one model keeps it cheap
 def test_recompute_keeps_loss_and_gradients(kind):
     views = _views(np.random.default_rng(4), 2)
@@ -206,6 +207,7 @@ def test_float16_convolutions_agree_with_float32():
     assert 0 < err < 1e-2, f"float16 convolutions: relative difference {err:.3g}"
 
 
+@pytest.mark.slow
 @needs_fp16_conv
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])
 def test_mixed_precision_training_steps(precision):
