@@ -17,11 +17,9 @@ normalised, which only scales the k-space).
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,8 +27,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from data_loader import formats
+from data_loader.prepare import publish_folder, temp_dir_for
 from data_loader.synthetic import assign_splits
-from utils.io import atomic_write_text
 from utils.mri import fft2c_np
 
 logger = logging.getLogger(__name__)
@@ -146,8 +144,7 @@ def prepare_cine_npz(in_path: str | os.PathLike, out_dir: str | os.PathLike, key
     magnitudes = read_cine_npz(in_path, key)
     n, t, height, width = magnitudes.shape
     names = [f"{prefix}_{i:03d}" for i in range(n)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = temp_dir_for(out)
     try:
         rows = {}
         for i, name in enumerate(names):
@@ -166,10 +163,7 @@ def prepare_cine_npz(in_path: str | os.PathLike, out_dir: str | os.PathLike, key
                    "pe_axis": pe_axis, "split": list(split), "seed": seed,
                    "value_range": [float(magnitudes.min()), float(magnitudes.max())],
                    "case_splits": splits}
-        atomic_write_text(tmp / "manifest.json", json.dumps(summary, indent=2) + "\n")
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(tmp, out)
+        publish_folder(tmp, out, summary)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

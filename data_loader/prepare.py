@@ -288,11 +288,20 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _temp_dir_for(out: Path) -> Path:
+def temp_dir_for(out: Path) -> Path:
+    """A new temporary folder next to ``out`` (which must not exist or be empty) to build the data set in."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"--out {out}: exists and is not an empty folder; choose a new folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+
+
+def publish_folder(tmp: Path, out: Path, summary: dict[str, Any]) -> None:
+    """Writes ``summary`` as ``manifest.json`` into the finished ``tmp`` and renames it to ``out`` (empty or absent)."""
+    atomic_write_text(tmp / "manifest.json", json.dumps(summary, indent=2) + "\n")
+    if out.exists():
+        out.rmdir()  # empty (checked by temp_dir_for)
+    os.replace(tmp, out)
 
 
 def prepare(source: str, in_dir: str | Path, out_dir: str | Path, coils: int | None = None,
@@ -326,7 +335,7 @@ def prepare(source: str, in_dir: str | Path, out_dir: str | Path, coils: int | N
     cases, skipped = discover(source, in_dir)
     for reason in skipped:
         logger.info("skipped %s", reason)
-    tmp = _temp_dir_for(out)
+    tmp = temp_dir_for(out)
     rows: dict[str, formats.SubjectRow] = {}
     patients: dict[str, str] = {}
     coil_owner: tuple[int, Path] | None = None
@@ -373,10 +382,7 @@ def prepare(source: str, in_dir: str | Path, out_dir: str | Path, coils: int | N
             "seconds": round(elapsed, 3), "cases_per_minute": round(60.0 * len(rows) / max(elapsed, 1e-9), 3),
             "peak_rss_mb": round(_peak_rss_mb(), 1),
         }
-        atomic_write_text(tmp / "manifest.json", json.dumps(summary, indent=2) + "\n")
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(tmp, out)
+        publish_folder(tmp, out, summary)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
