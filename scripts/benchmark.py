@@ -133,6 +133,9 @@ def ablate(parts: list[str]) -> None:
     if "modrelu" in parts:
         complex_layers.ModReLU.call_parts = lambda self, re, im: (re, im)
         complex_layers.ModReLU.call_stacked = lambda self, x: x
+    if "norm" in parts or "modrelu" in parts:  # the fast numerics' fused norm + ModReLU: the patched parts
+        complex_layers.ComplexInstanceNorm.call_stacked_with_modrelu = (
+            lambda self, x, activation: activation.call_stacked(self.call_stacked(x)))
     if "pool" in parts:
         def subsample(self, re, im):
             pt, px, py = self.pool_size

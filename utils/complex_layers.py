@@ -286,6 +286,11 @@ class ComplexInstanceNorm(keras.layers.Layer):
     def call_stacked(self, x):
         return fast_numerics.instance_norm(x, self.epsilon)
 
+    def call_stacked_with_modrelu(self, x, activation: "ModReLU"):
+        """This norm followed by the ModReLU ``activation`` as one fused operation on a stacked tensor
+        (``numerics: fast``; :func:`utils.fast_numerics.norm_modrelu`)."""
+        return fast_numerics.norm_modrelu(x, activation.bias, self.epsilon)
+
     def compute_output_shape(self, input_shape):
         return input_shape
 

@@ -151,27 +151,106 @@ def _whitening(v_rr, v_ii, v_ri):
     return (v_ii + sqrt_det) / denom, (v_rr + sqrt_det) / denom, -v_ri / denom
 
 
+def _pair_blocks(d_rr: tf.Tensor, d_ii: tf.Tensor, d_ri: tf.Tensor) -> tf.Tensor:
+    """(B, 2C, 2C) matrix ``[[diag d_rr, diag d_ri], [diag d_ri, diag d_ii]]`` of (B, C) diagonals: a 2x2 symmetric
+    map per complex channel, acting on stacked rows (``row @ matrix``)."""
+    rr, ii, ri = tf.linalg.diag(d_rr), tf.linalg.diag(d_ii), tf.linalg.diag(d_ri)
+    return tf.concat([tf.concat([rr, ri], axis=2), tf.concat([ri, ii], axis=2)], axis=1)
+
+
+def _norm_statistics(flat: tf.Tensor, epsilon: float):
+    """Mean (B,1,2C), the variances (v_rr, v_ii, v_ri) (each (B,C), epsilon added to the diagonal) and the
+    whitening matrix (B,2C,2C) of a stacked (B,N,2C) tensor: one reduction and one Gram-matrix product."""
+    channels = int(flat.shape[-1]) // 2
+    n = tf.cast(tf.shape(flat)[1], flat.dtype)
+    mean = tf.reduce_mean(flat, axis=1, keepdims=True)
+    gram = tf.matmul(flat, flat, transpose_a=True) / n
+    m = mean[:, 0]
+    diag = tf.linalg.diag_part(gram) - tf.square(m)  # biased variances E[x^2] - E[x]^2
+    cross = tf.linalg.diag_part(gram[:, :channels, channels:]) - m[:, :channels] * m[:, channels:]
+    variances = (diag[:, :channels] + epsilon, diag[:, channels:] + epsilon, cross)
+    return mean, variances, _pair_blocks(*_whitening(*variances))
+
+
 def instance_norm(x: tf.Tensor, epsilon: float = 1e-4) -> tf.Tensor:
     """Complex instance norm (centre over (T,X,Y), whiten the 2x2 covariance) of a stacked x (B,T,X,Y,2C).
 
     Statistics by one Gram-matrix product, the whitening by another: both are (N x 2C)-by-(2C x 2C) products,
     memory-bound single passes; their gradients (automatic differentiation) are products of the same kind.
+    The UNet calls :func:`norm_modrelu` instead (a norm is always followed by a ModReLU there).
     """
     shape = tf.shape(x)
-    two_c = shape[-1]
-    channels = int(x.shape[-1]) // 2 if x.shape[-1] is not None else two_c // 2
-    flat = tf.reshape(x, [shape[0], -1, two_c])  # (B, N, 2C)
-    n = tf.cast(tf.shape(flat)[1], x.dtype)
-    mean = tf.reduce_mean(flat, axis=1, keepdims=True)  # (B, 1, 2C)
-    gram = tf.matmul(flat, flat, transpose_a=True) / n  # (B, 2C, 2C)
-    diag = tf.linalg.diag_part(gram) - tf.square(mean[:, 0])  # (B, 2C): biased variances
-    cross = tf.linalg.diag_part(gram[:, :channels, channels:]) - mean[:, 0, :channels] * mean[:, 0, channels:]
-    w_rr, w_ii, w_ri = _whitening(diag[:, :channels] + epsilon, diag[:, channels:] + epsilon, cross)
-    # y_re = c_re w_rr + c_im w_ri, y_im = c_re w_ri + c_im w_ii as one (2C x 2C) matrix [[D_rr, D_ri], [D_ri, D_ii]].
-    d_rr, d_ii, d_ri = tf.linalg.diag(w_rr), tf.linalg.diag(w_ii), tf.linalg.diag(w_ri)
-    matrix = tf.concat([tf.concat([d_rr, d_ri], axis=2), tf.concat([d_ri, d_ii], axis=2)], axis=1)
-    offset = -tf.matmul(mean, matrix)  # (B, 1, 2C)
-    return tf.reshape(tf.matmul(flat, matrix) + offset, shape)
+    flat = tf.reshape(x, [shape[0], -1, shape[-1]])  # (B, N, 2C)
+    mean, _, matrix = _norm_statistics(flat, epsilon)
+    return tf.reshape(tf.matmul(flat, matrix) - tf.matmul(mean, matrix), shape)
+
+
+@tf.autograph.experimental.do_not_convert
+def norm_modrelu(x: tf.Tensor, bias: tf.Tensor, epsilon: float = 1e-4) -> tf.Tensor:
+    """:func:`modrelu` of :func:`instance_norm` of a stacked x (B,T,X,Y,2C) as one operation; bias (C,).
+
+    Forward: z = (x - mean) W (whitening), ``|z|^-1`` from one (2C x C) product, the ModReLU gain
+    ``relu(1 + b / |z|)`` for both parts from one (C x 2C) product with the bias in the matrix, y = z * gain.
+    Backward (written out): only z and ``1/|z|`` are kept; with ``t = 1[1 + b/|z| > 0] Re(conj(g) z) / |z|``
+    the ModReLU part is ``dz = gain g - (b t / |z|^2) z`` and ``dL/db = sum t``; the norm part is
+    ``dx = (dz - mean(dz)) W + c P`` with c = z W^-1 (no copy of x is kept) and P the 2x2 maps of the
+    statistics' gradients, as the faithful layer's backward.
+    """
+    channels = int(bias.shape[0])
+    shape = tf.shape(x)
+    flat = tf.reshape(x, [shape[0], -1, 2 * channels])
+    return tf.reshape(_norm_modrelu(flat, tf.cast(bias, x.dtype), epsilon), shape)
+
+
+def _norm_modrelu(flat: tf.Tensor, bias: tf.Tensor, epsilon: float) -> tf.Tensor:
+    channels = int(bias.shape[0])
+    dtype = flat.dtype
+    pair_sum = _pair_sum(channels, dtype)  # (2C, C)
+    to_pair = tf.transpose(pair_sum)  # (C, 2C): one value per complex channel to its re and im
+    ones = tf.ones([2 * channels], dtype)
+
+    def gain_pre_relu(inv_m, bias):  # 1 + b/|z| for both parts: (N', C) @ (C, 2C) + 1 (a fused matmul + bias)
+        return tf.nn.bias_add(tf.matmul(inv_m, to_pair * tf.tile(bias, [2])), ones)
+
+    @tf.custom_gradient
+    def op(flat, bias):
+        mean, variances, matrix = _norm_statistics(flat, epsilon)
+        z = tf.reshape(tf.matmul(flat, matrix) - tf.matmul(mean, matrix), [-1, 2 * channels])  # (B*N, 2C)
+        inv_m = tf.math.rsqrt(tf.nn.bias_add(tf.matmul(tf.square(z), pair_sum), tf.fill([channels], MODRELU_EPS)))
+        y = tf.reshape(z * tf.nn.relu(gain_pre_relu(inv_m, bias)), tf.shape(flat))
+
+        def grad(g):
+            z_kept, inv_kept = after_gradients((g,), z, inv_m)
+            g = tf.reshape(g, [-1, 2 * channels])
+            # ModReLU: t = 1[1 + b/|z| > 0] Re(conj(g) z) / |z|
+            scaled = inv_kept * bias
+            r = tf.matmul(g * z_kept, pair_sum)
+            t = tf.where(scaled > -1.0, r * inv_kept, tf.zeros_like(r))
+            d_bias = tf.reduce_sum(t, axis=0)
+            dz = g * tf.nn.relu(gain_pre_relu(inv_kept, bias)) - z_kept * tf.matmul(t * scaled * inv_kept, to_pair)
+            # instance norm: the statistics' gradients through the (tiny) whitening function
+            batch = tf.shape(flat)[0]
+            dz = tf.reshape(dz, [batch, -1, 2 * channels])
+            z_b = tf.reshape(z_kept, [batch, -1, 2 * channels])
+            v_rr, v_ii, v_ri = variances
+            w_rr, w_ii, w_ri = _whitening(*variances)
+            # W^-1 = Sigma^(1/2) = Sigma W per channel: [[v_rr w_rr + v_ri w_ri, .], [., v_ri w_ri + v_ii w_ii]]
+            inverse = _pair_blocks(v_rr * w_rr + v_ri * w_ri, v_ri * w_ri + v_ii * w_ii, v_rr * w_ri + v_ri * w_ii)
+            h = tf.matmul(tf.matmul(dz, z_b, transpose_a=True), inverse)  # sum over N of dz c^T, (B,2C,2C)
+            d_w = (tf.linalg.diag_part(h[:, :channels, :channels]), tf.linalg.diag_part(h[:, channels:, channels:]),
+                   tf.linalg.diag_part(h[:, :channels, channels:]) + tf.linalg.diag_part(h[:, channels:, :channels]))
+            with tf.GradientTape() as tape:
+                tape.watch(variances)
+                w = _whitening(*variances)
+            a_rr, a_ii, a_ri = tape.gradient(w, variances, output_gradients=list(d_w))
+            n = tf.cast(tf.shape(flat)[1], dtype)
+            stats = tf.matmul(inverse, _pair_blocks(2.0 * a_rr / n, 2.0 * a_ii / n, a_ri / n))  # c P = z (W^-1 P)
+            dx = tf.matmul(dz - tf.reduce_mean(dz, axis=1, keepdims=True), matrix) + tf.matmul(z_b, stats)
+            return dx, d_bias
+
+        return y, grad
+
+    return op(flat, bias)
 
 
 def _pool_axis(x: tf.Tensor, axis: int, size: int) -> tf.Tensor:

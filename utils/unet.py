@@ -54,10 +54,7 @@ class _Stage(keras.layers.Layer):
         return re, im
 
     def call_stacked(self, x, groups=None):
-        for op in self.ops:
-            x = _call_stacked(op, x, groups)
-            groups = None
-        return x
+        return _run_stacked(self.ops, x, groups)
 
 
 def _call_parts(layer: keras.layers.Layer, re: tf.Tensor, im: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -76,6 +73,24 @@ def _call_stacked(layer: keras.layers.Layer, x: tf.Tensor, groups=None) -> tf.Te
     if groups is not None:
         raise ValueError(f"{layer.name}: concatenated inputs must go to a convolution first")
     return layer.call_stacked(x)
+
+
+def _run_stacked(ops: Sequence[keras.layers.Layer], x: tf.Tensor, groups=None) -> tf.Tensor:
+    """``ops`` applied in order with ``numerics: fast``; each instance norm followed by a ModReLU runs as one
+    fused operation (:meth:`ComplexInstanceNorm.call_stacked_with_modrelu`)."""
+    i = 0
+    while i < len(ops):
+        op = ops[i]
+        if isinstance(op, ComplexInstanceNorm) and i + 1 < len(ops) and isinstance(ops[i + 1], ModReLU):
+            if groups is not None:
+                raise ValueError(f"{op.name}: concatenated inputs must go to a convolution first")
+            x = op.call_stacked_with_modrelu(x, ops[i + 1])
+            i += 2
+        else:
+            x = _call_stacked(op, x, groups)
+            i += 1
+        groups = None
+    return x
 
 
 def _conv_block(filters: int, kernel_size, conv_dtype: str | None) -> list[keras.layers.Layer]:
@@ -178,8 +193,7 @@ class ComplexUNet2Dt(keras.layers.Layer):
             x = fast_numerics.stack(x)
             skips = []
             for stage in self.encoder:
-                for op in stage.ops[:-1]:
-                    x = _call_stacked(op, x)
+                x = _run_stacked(stage.ops[:-1], x)
                 skips.append(x)
                 x = _call_stacked(stage.ops[-1], x)
             return fast_numerics.unstack(x), skips, paddings

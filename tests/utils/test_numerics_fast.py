@@ -100,6 +100,26 @@ def test_layer_fast_matches_faithful_values_and_gradients(case) -> None:
         assert _rel_err(a, b) <= LAYER_GRAD_RTOL, case
 
 
+def test_fused_norm_modrelu_matches_faithful_pair() -> None:
+    """The UNet's fast path runs norm + ModReLU as one operation with a written-out backward: values and the
+    gradients of input and bias as the two faithful layers (batch of 2: per-sample statistics)."""
+    rng = np.random.default_rng(4)
+    shape = (2, 5, 9, 7, 6)
+    norm, act = ComplexInstanceNorm(), ModReLU()
+    act.build(shape)
+    act.bias.assign(rng.standard_normal(6).astype(np.float32) * 0.5)
+    # unequal real/imaginary scales and a correlation, so the whitening is not a plain scaling
+    z = random_complex(rng, shape)
+    x = tf.constant((3.0 * z.real + 1.0 + 1j * (0.5 * z.imag + 0.8 * z.real - 2.0)).astype(np.complex64))
+    faithful, g_faithful = _value_and_grads(lambda v: act(norm(v)), x, [act.bias])
+    fast, g_fast = _value_and_grads(
+        lambda v: fast_numerics.unstack(norm.call_stacked_with_modrelu(fast_numerics.stack(v), act)), x, [act.bias])
+    assert _rel_err(fast, faithful) <= LAYER_RTOL
+    assert float(np.mean(np.abs(np.asarray(faithful)) == 0)) > 0.05  # some elements switched off by the bias
+    for a, b in zip(g_fast, g_faithful):
+        assert _rel_err(a, b) <= LAYER_GRAD_RTOL
+
+
 def test_conv_on_concatenated_groups_matches_complex_concat() -> None:
     rng = np.random.default_rng(2)
     a, b = (tf.constant(random_complex(rng, (1, 4, 8, 6, c))) for c in (5, 3))
