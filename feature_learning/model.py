@@ -110,7 +110,8 @@ class FeatureNet(keras.Model):
         self.unets = [ComplexUNet2Dt(**self.unet_config, name=f"unet_{i}") for i in range(self.num_iter)]
         self.projectors = [Projector(self.projector_units, name=f"projector_{i}") for i in range(self.num_iter)]
         self.taus = [Scalar(self.tau_init, name=f"tau_{i}") for i in range(self.num_iter)]
-        self.dcs = [DCGD(self.dc_weight_init, name=f"dc_{i}") for i in range(self.num_iter)]
+        self.dcs = [DCGD(self.dc_weight_init, numerics=self.unet_config.get("numerics", "faithful"), name=f"dc_{i}")
+                    for i in range(self.num_iter)]
 
     @property
     def feature_channels(self) -> int:

@@ -83,7 +83,9 @@ class UnrolledNet(keras.Model):
         self.recompute = bool(recompute)
         self.unets = [ComplexUNet2Dt(**self.unet_config, name=f"unet_{i}") for i in range(self.num_iter)]
         self.taus = [Scalar(self.tau_init, name=f"tau_{i}") for i in range(self.num_iter)]
-        self.dcs = [DC_LAYERS[dc](self.dc_weight_init, name=f"dc_{i}") for i in range(self.num_iter)]
+        # the gradient step follows model.numerics (the CG proximal step has one implementation)
+        dc_options = {"numerics": self.unet_config.get("numerics", "faithful")} if dc == "gd" else {}
+        self.dcs = [DC_LAYERS[dc](self.dc_weight_init, name=f"dc_{i}", **dc_options) for i in range(self.num_iter)]
 
     def build(self, input_shape=None):
         for unet, tau, dc in zip(self.unets, self.taus, self.dcs):

@@ -81,7 +81,8 @@ class SSFLRecon(keras.Model):
         self.unets = [ComplexUNet2Dt(**self.unet_config, feature_channels=fe_channels, name=f"recon_unet_{i}")
                       for i in range(self.num_iter)]
         self.taus = [Scalar(0.1, name=f"tau_{i}") for i in range(self.num_iter)]
-        self.dcs = [DCGD(1.0, name=f"dc_{i}") for i in range(self.num_iter)]
+        self.dcs = [DCGD(1.0, numerics=self.unet_config.get("numerics", "faithful"), name=f"dc_{i}")
+                    for i in range(self.num_iter)]
 
     def build_all(self, in_channels: int = 1) -> None:
         self.feature_extractor.build_all(in_channels)

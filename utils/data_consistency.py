@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from utils import mri
 from utils.complex_layers import PACKAGE
+from utils.fast_numerics import check_numerics
 
 
 def _batch_dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
@@ -94,13 +95,26 @@ class DCGD(_WeightedDC):
         weight_init: initial ``w`` (kept >= 0 by a NonNeg constraint).
         weight_scale: ``w`` is the stored weight times this factor.
         trainable: whether ``w`` is trained.
+        numerics: ``faithful`` (the original's operator, bit for bit) or ``fast`` (:func:`utils.mri.gradient_step`:
+            coil-first, shifts folded into sign patterns; equal up to float32 rounding).
 
     Call: ``layer(x, kspace, mask, coil_maps)`` with x (B,T,X,Y,1) -> (B,T,X,Y,1).
     """
 
+    def __init__(self, weight_init: float = 1.0, weight_scale: float = 1.0, trainable: bool = True,
+                 numerics: str = "faithful", **kwargs):
+        super().__init__(weight_init, weight_scale, trainable, **kwargs)
+        check_numerics(numerics)
+        self.numerics = numerics
+
     def call(self, x, kspace, mask, coil_maps):
+        if self.numerics == "fast":
+            return mri.gradient_step(x, kspace, mask, coil_maps, self.weight[0])
         residual = mri.forward(x, mask, coil_maps) - kspace
         return x - mri.complex_scale(mri.adjoint(residual, mask, coil_maps), self.weight[0])
+
+    def get_config(self):
+        return {**super().get_config(), "numerics": self.numerics}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

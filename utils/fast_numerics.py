@@ -14,8 +14,11 @@ and names as ``numerics: faithful``), only the arithmetic is reordered:
   1e-7 relative for the UNets' activations, which are centred by the previous norm up to a bias).
 * ModReLU: the magnitudes of all channels by one (2C x C) product, a hand-written backward that keeps only the
   input (as the faithful layer).
-* magnitude max-pooling: one axis at a time on free reshapes (no 8-d window transpose); the first maximum of
-  each window is found by the same ordering rule as the faithful layer.
+* magnitude max-pooling: TensorFlow's 2D max-pooling with arg-max over (x, y) on the squared magnitudes, a
+  comparison over t, one gather of the selected elements (the backward pass is a scatter); the first maximum of
+  each window wins, as in the faithful layer.
+* instance norm followed by ModReLU (every conv block of the UNet): one fused operation with a written-out
+  backward (:func:`norm_modrelu`).
 
 Results match ``faithful`` up to float32 rounding (tests/test_numerics_fast.py states the tolerances); they are not
 bit-identical, and a near-tie in a max-pooling window can select the other element.
@@ -253,39 +256,36 @@ def _norm_modrelu(flat: tf.Tensor, bias: tf.Tensor, epsilon: float) -> tf.Tensor
     return op(flat, bias)
 
 
-def _pool_axis(x: tf.Tensor, axis: int, size: int) -> tf.Tensor:
-    """Magnitude max-pooling of a stacked (B,T,X,Y,2C) x along one of the axes 1..3 (its length a multiple of
-    ``size``); the first maximum wins. Rank-5 tensors only (TensorFlow's broadcasting stops at rank 5)."""
-    shape = tf.shape(x)
-    channels = shape[4] // 2
-    pre = tf.reduce_prod(shape[:axis]) * (shape[axis] // size)
-    post = tf.reduce_prod(shape[axis + 1:4])
-    values = tf.reshape(x, [pre, size, post, 2, channels])
-    amplitude = tf.reduce_sum(tf.square(values), axis=3)  # (pre, size, post, C)
-    is_max = tf.equal(amplitude, tf.reduce_max(amplitude, axis=1, keepdims=True))
-    # Earlier positions get larger scores: the largest score among the maxima marks the first one.
-    order = tf.reshape(tf.range(size, 0, -1, dtype=x.dtype), [1, size, 1, 1])
-    score = tf.where(is_max, order, tf.zeros_like(order))
-    select = tf.cast(tf.equal(score, tf.reduce_max(score, axis=1, keepdims=True)), x.dtype)
-    out = tf.reduce_sum(values * tf.expand_dims(select, 3), axis=1)  # (pre, post, 2, C)
-    return tf.reshape(out, tf.tensor_scatter_nd_update(shape, [[axis]], [shape[axis] // size]))
-
-
 def max_pool(x: tf.Tensor, pool_size: Sequence[int], gradient: str = "complex") -> tf.Tensor:
     """Magnitude max-pooling of a stacked x (B,T,X,Y,2C) over non-overlapping windows ('same' padding at the
     end); the first maximum in (t, x, y) window order wins, an all-zero window gives 0; ``gradient`` as
     :class:`~utils.complex_layers.MagnitudeMaxPool3D`.
 
-    The window's maximum is found one axis at a time (y, then x, then t): the maximum of the row maxima is the
-    window's maximum, and taking the first maximum along each axis picks the first in (t, x, y) row-major order.
+    The (x, y) part of each window by TensorFlow's 2D max-pooling with arg-max on the squared magnitudes (frames
+    as batch; its kernel keeps the first maximum in row-major order), then the t part by comparing the
+    frames' maxima (an earlier frame wins a tie); the selected elements are gathered from x, so the backward
+    pass scatters the upstream gradient to them and nothing else.
     """
+    pt, px, py = (int(p) for p in pool_size)
     shape = tf.shape(x)
-    sizes = [-(-shape[i + 1] // p) * p - shape[i + 1] for i, p in enumerate(pool_size)]
-    x = tf.pad(x, [[0, 0], [0, sizes[0]], [0, sizes[1]], [0, sizes[2]], [0, 0]])
-    for axis in (3, 2, 1):
-        if pool_size[axis - 1] > 1:
-            x = _pool_axis(x, axis, pool_size[axis - 1])
+    channels = int(x.shape[-1]) // 2
+    pads = [-(-shape[i + 1] // p) * p - shape[i + 1] for i, p in enumerate((pt, px, py))]
+    x = tf.pad(x, [[0, 0], [0, pads[0]], [0, pads[1]], [0, pads[2]], [0, 0]])
+    b, t, nx, ny = shape[0], shape[1] + pads[0], shape[2] + pads[1], shape[3] + pads[2]
+    amplitude = tf.matmul(tf.reshape(tf.square(x), [-1, 2 * channels]), _pair_sum(channels, x.dtype))
+    peak, index = tf.nn.max_pool_with_argmax(tf.reshape(amplitude, [b * t, nx, ny, channels]), [1, px, py, 1],
+                                             [1, px, py, 1], "VALID", include_batch_in_index=True)
+    # index: flat position in (B*T, X, Y, C); frames of one window are pt consecutive entries along t.
+    windows = tf.stack([b, t // pt, pt, nx // px, ny // py, channels])
+    peak, index = tf.reshape(peak, windows), tf.reshape(index, windows)
+    best, chosen = peak[:, :, 0], index[:, :, 0]
+    for frame in range(1, pt):
+        later = peak[:, :, frame] > best  # strictly larger: the earlier frame keeps a tie
+        best = tf.where(later, peak[:, :, frame], best)
+        chosen = tf.where(later, index[:, :, frame], chosen)
+    position = (chosen // channels) * (2 * channels) + chosen % channels  # the real part in the stacked x
+    flat = tf.reshape(x, [-1])
+    real, imag = tf.gather(flat, position), tf.gather(flat, position + channels)
     if gradient == "optox":  # the imaginary part of the upstream gradient is dropped
-        re, im = tf.split(x, 2, axis=-1)
-        x = tf.concat([re, tf.stop_gradient(im)], axis=-1)
-    return x
+        imag = tf.stop_gradient(imag)
+    return tf.concat([real, imag], axis=-1)
