@@ -13,12 +13,16 @@ sweep runs in a fresh subprocess):
 * ``--pipeline`` also times the matching tf.data pipeline on synthetic data of the same size and reports its
   seconds per example as a fraction of the step time;
 * ``--ablate norm,modrelu,pool,dc`` (cost attribution; outputs are meaningless) replaces those layers by
-  pass-throughs, so the difference to the full step is their cost.
+  pass-throughs, so the difference to the full step is their cost;
+* ``--numerics faithful|fast`` (``model.numerics``); ``--paired`` also builds the model in the other numerics and
+  alternates their steps in the one process, so their ratio is measured under the same machine load (separate
+  processes on a shared host can differ by 10-20 % from run to run).
 
 Inputs are random tensors of the requested size (as the original dummy loaders): timing does not depend on values.
 The JSON has ``step_s`` (median over ``--steps`` after ``--warmup``), ``steps_s`` (all), ``peak_rss_gib`` (process
 high-water mark, including TensorFlow itself), ``rss_before_gib`` (after building, before the first step) and
-``gpu_peak_gib`` on GPU. ``--sweep small|original|all`` runs a grid of configurations and writes a markdown table.
+``gpu_peak_gib`` on GPU. ``--sweep small|original|all`` runs a grid of configurations and writes a markdown table;
+``--sweep numerics`` runs each configuration in both numerics (memory) and once ``--paired`` (time ratio).
 """
 from __future__ import annotations
 
@@ -76,6 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "cores; inference: TensorFlow's defaults), tf, or INTRA,INTER")
     parser.add_argument("--numerics", choices=NUMERICS, default="faithful",
                         help="model.numerics: the original's operation order or the reordered fast kernels")
+    parser.add_argument("--paired", action="store_true",
+                        help="also build the model in the other numerics and alternate their steps in this process: "
+                             "the fast/faithful step ratio under the same machine load (peak memory then covers both)")
     parser.add_argument("--ablate", default="",
                         help="cost attribution only (the outputs are wrong): comma-separated layers to replace by "
                              "pass-throughs: norm, modrelu, pool (strided subsampling), dc")
@@ -286,11 +293,21 @@ def run_one(args) -> dict:
         _block(fn(data))
     warmup_s = time.perf_counter() - start
     peak_warmup = _gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-    times = []
+    other = None
+    if getattr(args, "paired", False):  # the other numerics, stepped alternately with this one
+        other_args = argparse.Namespace(**{**vars(args), "numerics": "fast" if args.numerics == "faithful" else "faithful"})
+        other = (other_args.numerics, *build(other_args, size)[1:])
+        for _ in range(args.warmup):
+            _block(other[1](other[2]))
+    times, other_times = [], []
     for _ in range(args.steps):
         t0 = time.perf_counter()
         _block(fn(data))
         times.append(time.perf_counter() - t0)
+        if other is not None:
+            t0 = time.perf_counter()
+            _block(other[1](other[2]))
+            other_times.append(time.perf_counter() - t0)
     result = {
         "model": args.model, "mode": args.mode, "exec": args.exec_mode, "size": list(size),
         "num_iter": args.num_iter, "numerics": args.numerics, "recompute": bool(args.recompute),
@@ -305,6 +322,11 @@ def run_one(args) -> dict:
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "TensorFlow's default"),
         "tensorflow": tf.__version__, "python": platform.python_version(),
     }
+    if other is not None:
+        steps = {args.numerics: times, other[0]: other_times}
+        result["paired"] = {**{f"{k}_step_s": statistics.median(v) for k, v in steps.items()},
+                            "fast_over_faithful": statistics.median(steps["fast"]) / statistics.median(steps["faithful"]),
+                            "fast_over_faithful_min": min(steps["fast"]) / min(steps["faithful"])}
     if result["device"] == "GPU":
         peaks = [tf.config.experimental.get_memory_info(d.name.replace("/physical_device:", ""))["peak"]
                  for d in tf.config.list_physical_devices("GPU")]
@@ -345,6 +367,8 @@ def sweep_grid(which: str) -> list[dict]:
                                   ("ssfl-recon", "infer", original)):
             for numerics in NUMERICS:
                 grid.append({"model": model, "mode": mode, "size": size, "exec": "graph", "numerics": numerics})
+            grid.append({"model": model, "mode": mode, "size": size, "exec": "graph", "numerics": "faithful",
+                         "paired": True})
     if which == "gpu":
         size = ",".join(map(str, ORIGINAL))
         for model in ("fe-vicreg", "ssfl-recon"):
@@ -371,17 +395,24 @@ def ratio_rows(results: list[dict]) -> list[str]:
         return (r["model"], r["mode"], ",".join(map(str, r["size"])), r["exec"], r.get("mixed_precision", "none"),
                 r.get("distribute", "none"), bool(r.get("recompute")))
 
-    by_mode = {}
+    by_mode, paired = {}, {}
     for r in results:
-        if "error" not in r:
+        if "error" in r:
+            continue
+        if "paired" in r:
+            paired[key(r)] = r["paired"]
+        else:
             by_mode.setdefault(key(r), {})[r.get("numerics", "faithful")] = r
     lines = []
     for k, pair in by_mode.items():
         if "fast" in pair and "faithful" in pair:
             fast, faithful = pair["fast"], pair["faithful"]
             memory = "gpu_peak_gib" if "gpu_peak_gib" in fast else "peak_rss_gib"
+            same_process = (f"{paired[k]['fast_over_faithful']:.2f} (fastest steps "
+                            f"{paired[k]['fast_over_faithful_min']:.2f})" if k in paired else "")
             lines.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | fast / faithful | "
-                         f"{fast['step_s'] / faithful['step_s']:.2f} | {fast[memory] / faithful[memory]:.2f} | |")
+                         f"{fast['step_s'] / faithful['step_s']:.2f} | {same_process} | "
+                         f"{fast[memory] / faithful[memory]:.2f} |")
     return lines
 
 
@@ -399,6 +430,7 @@ def markdown(results: list[dict]) -> str:
         opts = ", ".join(([] if not r.get("recompute") else ["recompute"])
                          + ([] if r.get("mixed_precision", "none") == "none" else [r["mixed_precision"]])
                          + pools + ([f"ablate {'+'.join(r['ablate'])}"] if r.get("ablate") else [])
+                         + (["alternating with fast"] if r.get("paired") else [])
                          + ([f"{r['distribute']} x{r.get('gpus', '?')}"] if r.get("distribute", "none") != "none"
                             else [])) or "-"
         size = ",".join(map(str, r["size"]))
@@ -409,8 +441,8 @@ def markdown(results: list[dict]) -> str:
                      f"{opts} | {r['step_s']:.3f} | {mem:.2f} | {pipe} |")
     ratios = ratio_rows(results)
     if ratios:
-        lines += ["", "| model | mode | size T,X,Y,C | exec | ratio | step | peak memory | |",
-                  "|---|---|---|---|---|---|---|---|", *ratios]
+        lines += ["", "| model | mode | size T,X,Y,C | exec | ratio | step (separate runs) | step (alternating in "
+                  "one process) | peak memory |", "|---|---|---|---|---|---|---|---|", *ratios]
     cpus = sorted({r["cpu"] for r in results if r.get("cpu")})
     if cpus:  # absolute times only mean something next to the machine they were measured on
         lines += ["", f"CPU: {'; '.join(cpus)}."]
@@ -438,6 +470,8 @@ def run_sweep(args) -> int:
             cmd.append("--recompute")
         if item.get("pipeline"):
             cmd.append("--pipeline")
+        if item.get("paired"):
+            cmd.append("--paired")
         log.info("running %s", " ".join(cmd[3:]))
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
         if proc.returncode == 0:

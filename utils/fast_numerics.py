@@ -161,13 +161,26 @@ def _pair_blocks(d_rr: tf.Tensor, d_ii: tf.Tensor, d_ri: tf.Tensor) -> tf.Tensor
     return tf.concat([tf.concat([rr, ri], axis=2), tf.concat([ri, ii], axis=2)], axis=1)
 
 
+def _batch(x: tf.Tensor):
+    """The batch size of x: the static one when known (so shapes stay static), else the dynamic one."""
+    return x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
+
+
+def _matmul_rows(a: tf.Tensor, b: tf.Tensor, transpose_a: bool = False) -> tf.Tensor:
+    """``tf.matmul`` of per-sample (B, N, K) rows; with a batch of one known when tracing, the plain 2D product
+    (oneDNN's 2D kernel is faster than the batched one for these thin matrices)."""
+    if a.shape[0] == 1 and b.shape[0] == 1:
+        return tf.matmul(a[0], b[0], transpose_a=transpose_a)[None]
+    return tf.matmul(a, b, transpose_a=transpose_a)
+
+
 def _norm_statistics(flat: tf.Tensor, epsilon: float):
     """Mean (B,1,2C), the variances (v_rr, v_ii, v_ri) (each (B,C), epsilon added to the diagonal) and the
     whitening matrix (B,2C,2C) of a stacked (B,N,2C) tensor: one reduction and one Gram-matrix product."""
     channels = int(flat.shape[-1]) // 2
     n = tf.cast(tf.shape(flat)[1], flat.dtype)
     mean = tf.reduce_mean(flat, axis=1, keepdims=True)
-    gram = tf.matmul(flat, flat, transpose_a=True) / n
+    gram = _matmul_rows(flat, flat, transpose_a=True) / n
     m = mean[:, 0]
     diag = tf.linalg.diag_part(gram) - tf.square(m)  # biased variances E[x^2] - E[x]^2
     cross = tf.linalg.diag_part(gram[:, :channels, channels:]) - m[:, :channels] * m[:, channels:]
@@ -183,7 +196,7 @@ def instance_norm(x: tf.Tensor, epsilon: float = 1e-4) -> tf.Tensor:
     The UNet calls :func:`norm_modrelu` instead (a norm is always followed by a ModReLU there).
     """
     shape = tf.shape(x)
-    flat = tf.reshape(x, [shape[0], -1, shape[-1]])  # (B, N, 2C)
+    flat = tf.reshape(x, [_batch(x), -1, shape[-1]])  # (B, N, 2C)
     mean, _, matrix = _norm_statistics(flat, epsilon)
     return tf.reshape(tf.matmul(flat, matrix) - tf.matmul(mean, matrix), shape)
 
@@ -201,7 +214,7 @@ def norm_modrelu(x: tf.Tensor, bias: tf.Tensor, epsilon: float = 1e-4) -> tf.Ten
     """
     channels = int(bias.shape[0])
     shape = tf.shape(x)
-    flat = tf.reshape(x, [shape[0], -1, 2 * channels])
+    flat = tf.reshape(x, [_batch(x), -1, 2 * channels])
     return tf.reshape(_norm_modrelu(flat, tf.cast(bias, x.dtype), epsilon), shape)
 
 
@@ -218,7 +231,7 @@ def _norm_modrelu(flat: tf.Tensor, bias: tf.Tensor, epsilon: float) -> tf.Tensor
     @tf.custom_gradient
     def op(flat, bias):
         mean, variances, matrix = _norm_statistics(flat, epsilon)
-        z = tf.reshape(tf.matmul(flat, matrix) - tf.matmul(mean, matrix), [-1, 2 * channels])  # (B*N, 2C)
+        z = tf.reshape(_matmul_rows(flat - mean, matrix), [-1, 2 * channels])  # (B*N, 2C)
         inv_m = tf.math.rsqrt(tf.nn.bias_add(tf.matmul(tf.square(z), pair_sum), tf.fill([channels], MODRELU_EPS)))
         y = tf.reshape(z * tf.nn.relu(gain_pre_relu(inv_m, bias)), tf.shape(flat))
 
@@ -228,18 +241,18 @@ def _norm_modrelu(flat: tf.Tensor, bias: tf.Tensor, epsilon: float) -> tf.Tensor
             # ModReLU: t = 1[1 + b/|z| > 0] Re(conj(g) z) / |z|
             scaled = inv_kept * bias
             r = tf.matmul(g * z_kept, pair_sum)
-            t = tf.where(scaled > -1.0, r * inv_kept, tf.zeros_like(r))
+            t = r * inv_kept * tf.cast(scaled > -1.0, dtype)
             d_bias = tf.reduce_sum(t, axis=0)
             dz = g * tf.nn.relu(gain_pre_relu(inv_kept, bias)) - z_kept * tf.matmul(t * scaled * inv_kept, to_pair)
             # instance norm: the statistics' gradients through the (tiny) whitening function
-            batch = tf.shape(flat)[0]
+            batch = _batch(flat)
             dz = tf.reshape(dz, [batch, -1, 2 * channels])
             z_b = tf.reshape(z_kept, [batch, -1, 2 * channels])
             v_rr, v_ii, v_ri = variances
             w_rr, w_ii, w_ri = _whitening(*variances)
             # W^-1 = Sigma^(1/2) = Sigma W per channel: [[v_rr w_rr + v_ri w_ri, .], [., v_ri w_ri + v_ii w_ii]]
             inverse = _pair_blocks(v_rr * w_rr + v_ri * w_ri, v_ri * w_ri + v_ii * w_ii, v_rr * w_ri + v_ri * w_ii)
-            h = tf.matmul(tf.matmul(dz, z_b, transpose_a=True), inverse)  # sum over N of dz c^T, (B,2C,2C)
+            h = tf.matmul(_matmul_rows(dz, z_b, transpose_a=True), inverse)  # sum over N of dz c^T, (B,2C,2C)
             d_w = (tf.linalg.diag_part(h[:, :channels, :channels]), tf.linalg.diag_part(h[:, channels:, channels:]),
                    tf.linalg.diag_part(h[:, :channels, channels:]) + tf.linalg.diag_part(h[:, channels:, :channels]))
             with tf.GradientTape() as tape:
@@ -248,7 +261,7 @@ def _norm_modrelu(flat: tf.Tensor, bias: tf.Tensor, epsilon: float) -> tf.Tensor
             a_rr, a_ii, a_ri = tape.gradient(w, variances, output_gradients=list(d_w))
             n = tf.cast(tf.shape(flat)[1], dtype)
             stats = tf.matmul(inverse, _pair_blocks(2.0 * a_rr / n, 2.0 * a_ii / n, a_ri / n))  # c P = z (W^-1 P)
-            dx = tf.matmul(dz - tf.reduce_mean(dz, axis=1, keepdims=True), matrix) + tf.matmul(z_b, stats)
+            dx = _matmul_rows(dz - tf.reduce_mean(dz, axis=1, keepdims=True), matrix) + _matmul_rows(z_b, stats)
             return dx, d_bias
 
         return y, grad

@@ -299,16 +299,30 @@ def test_benchmark_numerics_sweep_pairs_modes_and_prints_ratios():
     from scripts.benchmark import markdown, sweep_grid
 
     grid = sweep_grid("numerics")
-    assert [(g["model"], g["mode"], g["numerics"]) for g in grid[:2]] == [("fe-vicreg", "train", "faithful"),
-                                                                          ("fe-vicreg", "train", "fast")]
+    assert [(g["model"], g["mode"], g["numerics"], g.get("paired", False)) for g in grid[:3]] == [
+        ("fe-vicreg", "train", "faithful", False), ("fe-vicreg", "train", "fast", False),
+        ("fe-vicreg", "train", "faithful", True)]
     assert {(g["model"], g["mode"], g["size"]) for g in grid} == {
         ("fe-vicreg", "train", "12,96,72,8"), ("ssfl-recon", "train", "12,96,72,8"),
         ("ssfl-recon", "infer", "25,176,132,15")}
     row = {"model": "ssfl-recon", "mode": "train", "size": [12, 96, 72, 8], "exec": "graph", "step_s": 2.0,
            "peak_rss_gib": 2.0, "numerics": "faithful"}
-    lines = markdown([row, {**row, "numerics": "fast", "step_s": 1.0, "peak_rss_gib": 1.5}]).splitlines()
+    paired = {**row, "paired": {"faithful_step_s": 2.2, "fast_step_s": 1.32, "fast_over_faithful": 0.6,
+                                "fast_over_faithful_min": 0.55}}
+    lines = markdown([row, {**row, "numerics": "fast", "step_s": 1.0, "peak_rss_gib": 1.5}, paired]).splitlines()
     assert lines[3] == "| ssfl-recon | train | 12,96,72,8 | graph | fast | - | 1.000 | 1.50 |  |"
-    assert lines[-1] == "| ssfl-recon | train | 12,96,72,8 | graph | fast / faithful | 0.50 | 0.75 | |"
+    assert lines[4] == "| ssfl-recon | train | 12,96,72,8 | graph | faithful | alternating with fast | 2.000 | 2.00 |  |"
+    assert lines[-1] == ("| ssfl-recon | train | 12,96,72,8 | graph | fast / faithful | 0.50 | 0.60 (fastest steps "
+                         "0.55) | 0.75 |")
+
+
+def test_benchmark_paired_run_times_both_numerics(tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["benchmark", "--model", "fe-vicreg", "--mode", "infer", "--size", "8,16,12,2", "--steps", "2",
+                 "--warmup", "1", "--paired", "--json", str(out)]) == 0
+    paired = json.loads(out.read_text())["paired"]
+    assert paired["faithful_step_s"] > 0 and paired["fast_step_s"] > 0
+    assert paired["fast_over_faithful"] == pytest.approx(paired["fast_step_s"] / paired["faithful_step_s"])
 
 
 def test_benchmark_gpu_sweep_needs_a_gpu(capsys, tmp_path):
