@@ -152,7 +152,8 @@ class ModelConfig:
     pool_size: the complex 2D+t UNet. feature_method: ``vicreg`` | ``contrastive``. feature_loss: ``original`` |
     ``standard`` (stage 1). recon_loss: ``original`` | ``normalized`` (stage 2). projector_units: MLP width.
     numerics: ``faithful`` (the original's operation order, bit for bit) or ``fast`` (the same UNets, weights and
-    checkpoints with reordered float32 arithmetic, ``utils/fast_numerics.py``; equal up to rounding).
+    checkpoints with reordered float32 arithmetic, ``utils/fast_numerics.py``, and the coil-first DC gradient step,
+    ``utils/mri.gradient_step``; equal up to rounding).
 
     method: what ``train-recon`` trains (``reconstruction/methods.py``): ``ssfl-recon`` (the paper; FE from
     ``feature_method``), ``supervised`` (the unrolled net without features, loss to the fully sampled image),
