@@ -14,6 +14,7 @@ Tolerances (never bit-identity: the fast kernels sum in another order):
 """
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -141,6 +142,7 @@ def test_pool_ties_zero_windows_pick_the_first_maximum() -> None:
 
 
 def test_unet_fast_matches_faithful_with_feature_and_odd_sizes() -> None:
+    keras.utils.set_random_seed(0)  # the weights' initialisation: a fixed draw, so a failure can be reproduced
     rng = np.random.default_rng(4)
     x = tf.constant(random_complex(rng, (1, 7, 30, 22, 1)))
     feature = tf.constant(random_complex(rng, (1, 2, 8, 6, 5)))
