@@ -214,14 +214,19 @@ def gradient_step(x: tf.Tensor, kspace: tf.Tensor, mask: tf.Tensor, coil_maps: t
 
     The coils go in front of (X, Y) once (no transposes around every transform), and for even X and Y the
     centring shifts are sign patterns folded into the coil maps and the mask (no rolls, no separate scaling).
-    Odd sizes take the plain composition.
+    Odd sizes, complex masks and masks of another rank than 5 take the plain composition.
     """
+    def plain():
+        return x - complex_scale(adjoint(forward(x, mask, coil_maps) - kspace, mask, coil_maps), weight)
+
+    mask = tf.convert_to_tensor(mask)
+    if mask.dtype.is_complex or mask.shape.rank != 5:
+        return plain()
     nx, ny = x.shape[2], x.shape[3]
     if nx is not None and ny is not None:
         if nx % 2 or ny % 2:
-            return x - complex_scale(adjoint(forward(x, mask, coil_maps) - kspace, mask, coil_maps), weight)
+            return plain()
         return _gradient_step_even(x, kspace, mask, coil_maps, weight)
     shape = tf.shape(x)
     even = tf.logical_and(shape[2] % 2 == 0, shape[3] % 2 == 0)
-    return tf.cond(even, lambda: _gradient_step_even(x, kspace, mask, coil_maps, weight),
-                   lambda: x - complex_scale(adjoint(forward(x, mask, coil_maps) - kspace, mask, coil_maps), weight))
+    return tf.cond(even, lambda: _gradient_step_even(x, kspace, mask, coil_maps, weight), plain)

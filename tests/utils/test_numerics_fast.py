@@ -271,3 +271,7 @@ def test_dc_gradient_step_fast_matches_faithful(size) -> None:
         tf.TensorSpec([None, None, None, None, 1], tf.complex64), tf.TensorSpec([None, None, None, None, 4], tf.complex64),
         tf.TensorSpec([None, None, 1, None, 1], tf.float32), tf.TensorSpec([None, 1, None, None, 4], tf.complex64)])
     assert _rel_err(unknown(x, y, mask, maps), expected) <= LAYER_RTOL
+    # a complex (weighted) mask and a rank-4 mask (no batch axis) take the plain operator
+    weighted = tf.complex(mask * 0.5, mask * 0.25)
+    assert _rel_err(fast(x, y, weighted, maps), faithful(x, y, weighted, maps)) <= LAYER_RTOL
+    assert _rel_err(fast(x, y, mask[0], maps), faithful(x, y, mask[0], maps)) <= LAYER_RTOL
