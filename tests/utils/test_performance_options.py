@@ -170,7 +170,6 @@ def _loss_and_grads(kind: str, recompute: bool, views):
 
 
 @pytest.mark.slow
-@pytest.mark.slow  # 45 s: make test leaves it out for its 12-minute budget, .ci/run runs it
 @pytest.mark.parametrize("kind", ["ssfl"])  # the same utils.recompute path serves FE-Net; one model keeps it cheap
 def test_recompute_keeps_loss_and_gradients(kind):
     views = _views(np.random.default_rng(4), 2)
