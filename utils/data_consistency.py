@@ -108,10 +108,7 @@ class DCGD(_WeightedDC):
         self.numerics = numerics
 
     def call(self, x, kspace, mask, coil_maps):
-        if self.numerics == "fast":
-            return mri.gradient_step(x, kspace, mask, coil_maps, self.weight[0])
-        residual = mri.forward(x, mask, coil_maps) - kspace
-        return x - mri.complex_scale(mri.adjoint(residual, mask, coil_maps), self.weight[0])
+        return mri.gradient_step(x, kspace, mask, coil_maps, self.weight[0], self.numerics)
 
     def get_config(self):
         return {**super().get_config(), "numerics": self.numerics}

@@ -198,7 +198,7 @@ def instance_norm(x: tf.Tensor, epsilon: float = 1e-4) -> tf.Tensor:
     shape = tf.shape(x)
     flat = tf.reshape(x, [_batch(x), -1, shape[-1]])  # (B, N, 2C)
     mean, _, matrix = _norm_statistics(flat, epsilon)
-    return tf.reshape(tf.matmul(flat, matrix) - tf.matmul(mean, matrix), shape)
+    return tf.reshape(_matmul_rows(flat - mean, matrix), shape)
 
 
 @tf.autograph.experimental.do_not_convert
@@ -248,16 +248,16 @@ def _norm_modrelu(flat: tf.Tensor, bias: tf.Tensor, epsilon: float) -> tf.Tensor
             batch = _batch(flat)
             dz = tf.reshape(dz, [batch, -1, 2 * channels])
             z_b = tf.reshape(z_kept, [batch, -1, 2 * channels])
+            with tf.GradientTape() as tape:  # the whitening once, for its values and its gradient
+                tape.watch(variances)
+                w = _whitening(*variances)
             v_rr, v_ii, v_ri = variances
-            w_rr, w_ii, w_ri = _whitening(*variances)
+            w_rr, w_ii, w_ri = w
             # W^-1 = Sigma^(1/2) = Sigma W per channel: [[v_rr w_rr + v_ri w_ri, .], [., v_ri w_ri + v_ii w_ii]]
             inverse = _pair_blocks(v_rr * w_rr + v_ri * w_ri, v_ri * w_ri + v_ii * w_ii, v_rr * w_ri + v_ri * w_ii)
             h = tf.matmul(_matmul_rows(dz, z_b, transpose_a=True), inverse)  # sum over N of dz c^T, (B,2C,2C)
             d_w = (tf.linalg.diag_part(h[:, :channels, :channels]), tf.linalg.diag_part(h[:, channels:, channels:]),
                    tf.linalg.diag_part(h[:, :channels, channels:]) + tf.linalg.diag_part(h[:, channels:, :channels]))
-            with tf.GradientTape() as tape:
-                tape.watch(variances)
-                w = _whitening(*variances)
             a_rr, a_ii, a_ri = tape.gradient(w, variances, output_gradients=list(d_w))
             n = tf.cast(tf.shape(flat)[1], dtype)
             stats = tf.matmul(inverse, _pair_blocks(2.0 * a_rr / n, 2.0 * a_ii / n, a_ri / n))  # c P = z (W^-1 P)

@@ -208,17 +208,21 @@ def _gradient_step_even(x, kspace, mask, coil_maps, weight):
     return x - complex_scale(tf.reshape(update, shape), weight)
 
 
-def gradient_step(x: tf.Tensor, kspace: tf.Tensor, mask: tf.Tensor, coil_maps: tf.Tensor, weight) -> tf.Tensor:
-    """``x - weight * A^H (A x - y)`` computed coil-first (``numerics: fast``); equal to the composition of
-    :func:`forward` and :func:`adjoint` up to float32 rounding.
+def gradient_step(x: tf.Tensor, kspace: tf.Tensor, mask: tf.Tensor, coil_maps: tf.Tensor, weight,
+                  numerics: str = "faithful") -> tf.Tensor:
+    """``x - weight * A^H (A x - y)``: one gradient step on the data term (:class:`utils.data_consistency.DCGD`).
 
-    The coils go in front of (X, Y) once (no transposes around every transform), and for even X and Y the
-    centring shifts are sign patterns folded into the coil maps and the mask (no rolls, no separate scaling).
-    Odd sizes, complex masks and masks of another rank than 5 take the plain composition.
+    ``faithful``: the composition of :func:`forward` and :func:`adjoint` (the original's operations). ``fast``:
+    coil-first, equal up to float32 rounding: the coils go in front of (X, Y) once (no transposes around every
+    transform), and for even X and Y the centring shifts are sign patterns folded into the coil maps and the mask
+    (no rolls, no separate scaling); odd sizes, complex masks and masks of another rank than 5 take the plain
+    composition.
     """
     def plain():
         return x - complex_scale(adjoint(forward(x, mask, coil_maps) - kspace, mask, coil_maps), weight)
 
+    if numerics == "faithful":
+        return plain()
     mask = tf.convert_to_tensor(mask)
     if mask.dtype.is_complex or mask.shape.rank != 5:
         return plain()
